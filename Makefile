@@ -1,0 +1,34 @@
+# The README's two commands:  `make demo`  and  `make test`.
+# Both create .venv on first use and install what they need into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench models clean
+
+$(VENV)/.demo-deps: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.demo-deps
+	$(PY) -m pip install --quiet -e ".[all,dev,torch]"
+	touch $@
+
+demo: $(VENV)/.demo-deps
+	$(PY) -m keras_visrec demo
+
+# pytest exits 5 when it collected no test: that is not a failure of the suite.
+test: $(VENV)/.test-deps
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && { echo "pytest: no tests collected"; rc=0; }; exit $$rc
+
+models: $(VENV)/.demo-deps
+	$(PY) -m keras_visrec models --markdown
+
+bench: $(VENV)/.test-deps
+	for script in bench/*.py; do $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

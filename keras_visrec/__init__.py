@@ -1,0 +1,56 @@
+"""keras_visrec — efficient and scalable visual recognition in TensorFlow/Keras.
+
+ConvNeXt (V1, isotropic, V2) with keras.applications semantics, ADP-C anytime dense prediction,
+the pruning baselines of "Rethinking the Value of Network Pruning", PyTorch checkpoints loaded
+without torch, and TFLite / Edge TPU export.
+
+Heavy or optional parts (export, runtime, pruning, ADP-C, recipes) are imported on first use,
+so ``import keras_visrec`` stays cheap and never imports tensorflow-model-optimization.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first attribute access)
+_LAZY = {
+    # ConvNeXt family
+    **{name: "keras_visrec.convnext" for name in (
+        "ConvNeXt",
+        "ConvNeXtAtto", "ConvNeXtFemto", "ConvNeXtPico", "ConvNeXtNano", "ConvNeXtTiny",
+        "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge",
+        "ConvNeXtIsotropicSmall", "ConvNeXtIsotropicBase", "ConvNeXtIsotropicLarge",
+        "ConvNeXtV2Atto", "ConvNeXtV2Femto", "ConvNeXtV2Pico", "ConvNeXtV2Nano", "ConvNeXtV2Tiny",
+        "ConvNeXtV2Base", "ConvNeXtV2Large", "ConvNeXtV2Huge",
+    )},
+    "count_flops": "keras_visrec.flops",
+    "FlopReport": "keras_visrec.flops",
+    "list_models": "keras_visrec.registry",
+    "get_model": "keras_visrec.registry",
+    # weights (issue: PyTorch checkpoints, zoo)
+    "load_pytorch_checkpoint": "keras_visrec.converters.pytorch_reader",
+    # TFLite export and runtime
+    "export_tflite": "keras_visrec.tflite.export",
+    "load_tflite": "keras_visrec.tflite.runtime",
+}
+
+_SUBMODULES = ("layers", "convnext", "flops", "registry", "weights", "zoo", "converters", "tflite",
+               "adpc", "hrnet", "pruning", "cifar", "recipe", "training", "data", "cli")
+
+__all__ = sorted(_LAZY) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"keras_visrec.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'keras_visrec' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

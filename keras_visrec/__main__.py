@@ -1,0 +1,5 @@
+import sys
+
+from keras_visrec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,28 @@
+"""Building blocks shared by the model families, one idea per file.
+
+Every layer here is registered for Keras serialization under the ``keras_visrec``
+package name, so models that use them reload with ``keras.models.load_model``
+without ``custom_objects``.
+"""
+
+from keras_visrec.layers.activation import GELU
+from keras_visrec.layers.convnext_block import ConvNeXtBlock
+from keras_visrec.layers.drop_path import StochasticDepth
+from keras_visrec.layers.exportable import is_exportable, make_gelu, make_pointwise, set_exportable, exportable
+from keras_visrec.layers.grn import GRN
+from keras_visrec.layers.layer_scale import LayerScale
+from keras_visrec.layers.preprocessing import ImageNetNormalization
+
+__all__ = [
+    "ConvNeXtBlock",
+    "GELU",
+    "GRN",
+    "ImageNetNormalization",
+    "LayerScale",
+    "StochasticDepth",
+    "exportable",
+    "is_exportable",
+    "make_gelu",
+    "make_pointwise",
+    "set_exportable",
+]
