@@ -27,11 +27,14 @@ _LAZY = {
     "FlopReport": "keras_visrec.flops",
     "list_models": "keras_visrec.registry",
     "get_model": "keras_visrec.registry",
-    # weights (issue: PyTorch checkpoints, zoo)
+    # --- weights: PyTorch checkpoints, converters, zoo ---
     "load_pytorch_checkpoint": "keras_visrec.converters.pytorch_reader",
-    # TFLite export and runtime
+    # --- TFLite export and runtime ---
     "export_tflite": "keras_visrec.tflite.export",
     "load_tflite": "keras_visrec.tflite.runtime",
+    # --- ADP-C / HRNet ---
+    # --- pruning / CIFAR nets ---
+    # --- fine-tuning recipe and evaluation ---
 }
 
 _SUBMODULES = ("layers", "convnext", "flops", "registry", "weights", "zoo", "converters", "tflite",
