@@ -10,8 +10,12 @@ pruning, exits and exporters find weights by them:
     {name}_preprocessing                      (include_preprocessing=True)
     {name}_stem_conv, {name}_stem_layernorm   (isotropic: no stem norm)
     {name}_downsampling_layernorm_{i}, {name}_downsampling_conv_{i}      i = 0, 1, 2
-    {name}_stage_{s}_block_{b}_{depthwise_conv, layernorm, pointwise_conv_1, gelu, grn,
+    {name}_stage_{s}_block_{b}_{depthwise_conv, layernorm, pointwise_conv_1, grn,
                                  pointwise_conv_2, layer_scale, drop_path, add}
+
+``pointwise_conv_1`` carries the GELU (a :class:`~keras_visrec.layers.PointwiseDense` with
+``activation="gelu"``) so TensorFlow fuses matmul, bias and GELU on CPU; inside
+``keras_visrec.layers.exportable()`` both pointwise layers are 1×1 ``Conv2D`` layers instead.
     {name}_head_gap, {name}_head_layernorm, {name}_head_dense, predictions
 
 Isotropic models have one stage (``s = 0``). The depthwise conv is a ``DepthwiseConv2D``: the
@@ -23,7 +27,7 @@ import numpy as np
 
 from keras_visrec.layers import GRN, ImageNetNormalization, LayerScale, StochasticDepth
 from keras_visrec.layers.convnext_block import CONV_INIT
-from keras_visrec.layers.exportable import make_gelu, make_pointwise
+from keras_visrec.layers.exportable import make_pointwise
 from keras_visrec.registry import register_model
 from keras_visrec.weights import load_weights, validate_weights_argument
 
@@ -118,8 +122,7 @@ def _block(x, dim, *, prefix, drop_path, layer_scale, use_grn):
         name=f"{prefix}_depthwise_conv",
     )(x)
     x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}_layernorm")(x)
-    x = make_pointwise(4 * dim, name=f"{prefix}_pointwise_conv_1", **CONV_INIT)(x)
-    x = make_gelu(name=f"{prefix}_gelu")(x)
+    x = make_pointwise(4 * dim, name=f"{prefix}_pointwise_conv_1", activation="gelu", **CONV_INIT)(x)
     if use_grn:
         x = GRN(name=f"{prefix}_grn")(x)
     x = make_pointwise(dim, name=f"{prefix}_pointwise_conv_2", **CONV_INIT)(x)
@@ -200,7 +203,8 @@ def ConvNeXt(
         x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_head_layernorm")(x)
         x = keras.layers.Dense(
             classes, name=f"{name}_head_dense",
-            kernel_initializer=_scaled(keras.initializers.TruncatedNormal(stddev=0.02), head_init_scale),
+            # trunc-normal(0.02) × head_init_scale == trunc-normal(0.02 × head_init_scale)
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02 * head_init_scale),
             bias_initializer="zeros",
         )(x)
         outputs = keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
@@ -217,23 +221,6 @@ def ConvNeXt(
     if weights is not None:
         load_weights(model, weights, arch=name, include_top=include_top and not features_only, classes=classes)
     return model
-
-
-class _scaled(keras.initializers.Initializer):
-    """An initializer multiplied by a constant (ConvNeXt's ``head_init_scale``)."""
-
-    def __init__(self, base, scale):
-        self.base, self.scale = base, float(scale)
-
-    def __call__(self, shape, dtype=None):
-        return self.base(shape, dtype=dtype) * self.scale
-
-    def get_config(self):
-        return {"base": keras.initializers.serialize(self.base), "scale": self.scale}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.initializers.deserialize(config["base"]), config["scale"])
 
 
 def _build(arch, **kwargs):

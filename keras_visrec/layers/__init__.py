@@ -5,12 +5,13 @@ package name, so models that use them reload with ``keras.models.load_model``
 without ``custom_objects``.
 """
 
-from keras_visrec.layers.activation import GELU
+from keras_visrec.layers.activation import GELU, gelu_tanh, gelu_tanh_cubic
 from keras_visrec.layers.convnext_block import ConvNeXtBlock
 from keras_visrec.layers.drop_path import StochasticDepth
-from keras_visrec.layers.exportable import is_exportable, make_gelu, make_pointwise, set_exportable, exportable
+from keras_visrec.layers.exportable import exportable, gelu_form, is_exportable, make_gelu, make_pointwise, set_exportable
 from keras_visrec.layers.grn import GRN
 from keras_visrec.layers.layer_scale import LayerScale
+from keras_visrec.layers.pointwise import PointwiseDense
 from keras_visrec.layers.preprocessing import ImageNetNormalization
 
 __all__ = [
@@ -19,8 +20,12 @@ __all__ = [
     "GRN",
     "ImageNetNormalization",
     "LayerScale",
+    "PointwiseDense",
     "StochasticDepth",
     "exportable",
+    "gelu_form",
+    "gelu_tanh",
+    "gelu_tanh_cubic",
     "is_exportable",
     "make_gelu",
     "make_pointwise",

@@ -10,10 +10,23 @@ import math
 
 import keras
 
-__all__ = ["GELU", "GELU_FORMS"]
+__all__ = ["GELU", "GELU_FORMS", "gelu_tanh", "gelu_tanh_cubic"]
 
 GELU_FORMS = ("exact", "tanh", "tanh_cubic")
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+@keras.saving.register_keras_serializable(package="keras_visrec")
+def gelu_tanh(x):
+    """GELU, tanh approximation (may be fused by the TFLite converter)."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable(package="keras_visrec")
+def gelu_tanh_cubic(x):
+    """GELU, tanh approximation written with ``x*x*x`` so TFLite keeps it as MUL/ADD/TANH."""
+    inner = _SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
+    return 0.5 * x * (1.0 + keras.ops.tanh(inner))
 
 
 @keras.saving.register_keras_serializable(package="keras_visrec")
@@ -37,9 +50,7 @@ class GELU(keras.layers.Layer):
             return keras.activations.gelu(inputs, approximate=False)
         if self.form == "tanh":
             return keras.activations.gelu(inputs, approximate=True)
-        ops = keras.ops
-        inner = _SQRT_2_OVER_PI * (inputs + 0.044715 * (inputs * inputs * inputs))
-        return 0.5 * inputs * (1.0 + ops.tanh(inner))
+        return gelu_tanh_cubic(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape

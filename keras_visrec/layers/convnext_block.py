@@ -9,7 +9,7 @@ who compose their own networks.
 import keras
 
 from keras_visrec.layers.drop_path import StochasticDepth
-from keras_visrec.layers.exportable import make_gelu, make_pointwise
+from keras_visrec.layers.exportable import make_pointwise
 from keras_visrec.layers.grn import GRN
 from keras_visrec.layers.layer_scale import LayerScale
 
@@ -63,7 +63,6 @@ class ConvNeXtBlock(keras.layers.Layer):
             depthwise_initializer=CONV_INIT["kernel_initializer"], bias_initializer="zeros",
         )
         self.layernorm = keras.layers.LayerNormalization(epsilon=1e-6, name="layernorm")
-        self.gelu = make_gelu(name="gelu")
         self.grn = GRN(name="grn") if self.use_grn else None
         self.layer_scale = LayerScale(layer_scale_init_value, name="layer_scale") if layer_scale_init_value else None
         self.drop_path = StochasticDepth(self.drop_path_rate, name="drop_path")
@@ -71,7 +70,7 @@ class ConvNeXtBlock(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         hidden = self.hidden_dim or int(round(self.mlp_ratio * channels))
-        self.pointwise_conv_1 = make_pointwise(hidden, name="pointwise_conv_1", **CONV_INIT)
+        self.pointwise_conv_1 = make_pointwise(hidden, name="pointwise_conv_1", activation="gelu", **CONV_INIT)
         self.pointwise_conv_2 = make_pointwise(channels, name="pointwise_conv_2", **CONV_INIT)
         shape = tuple(input_shape)
         self.depthwise_conv.build(shape)
@@ -87,8 +86,7 @@ class ConvNeXtBlock(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = self.depthwise_conv(inputs)
         x = self.layernorm(x)
-        x = self.pointwise_conv_1(x)
-        x = self.gelu(x)
+        x = self.pointwise_conv_1(x)  # GELU fused in
         if self.grn is not None:
             x = self.grn(x)
         x = self.pointwise_conv_2(x)

