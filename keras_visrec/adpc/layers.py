@@ -1,0 +1,103 @@
+"""The masked convolution of ADP-C and its learnable RBF interpolation.
+
+A convolution in a masked segment computes its output only where the previous exit is not
+confident (``mask == 1``); the skipped positions are filled from computed neighbours by a 7×7
+radial-basis kernel ``exp(-λ² d²)`` with a zero centre, normalised to sum to one, with a
+learnable ``λ`` (initial 3.0) per convolution:
+
+    out = y·m + RBF(y·m)·(1 − m)
+
+The kernel is separable (``exp(-λ²(dx² + dy²)) = a(dx)·a(dy)``), so it runs as a 7×1 and a 1×7
+depthwise convolution; the zero centre needs no subtraction because ``y·m`` is zero wherever the
+result is used (``1 − m > 0``).
+"""
+
+import keras
+from keras import ops
+
+__all__ = ["MaskedConv2D", "RBFInterpolation", "rbf_interpolate"]
+
+RBF_RADIUS = 3
+
+
+def _axis_weights(lam):
+    offsets = ops.cast(ops.arange(-RBF_RADIUS, RBF_RADIUS + 1), "float32")
+    return ops.exp(-(lam ** 2) * offsets ** 2)
+
+
+def rbf_interpolate(values, mask, lam):
+    """Fills the positions where ``mask == 0`` from the masked ``values``.
+
+    Args:
+        values: tensor ``(batch, height, width, channels)``.
+        mask: tensor ``(batch, height, width)`` or ``(…, 1)`` of 0/1.
+        lam: scalar tensor, the RBF sharpness ``λ``.
+
+    Returns:
+        ``values·m + RBF(values·m)·(1 − m)``.
+    """
+    if len(mask.shape) == 3:
+        mask = mask[..., None]
+    mask = ops.cast(mask, values.dtype)
+    kept = values * mask
+    weights = _axis_weights(lam)
+    side = ops.sum(weights[RBF_RADIUS + 1:])  # a(1) + a(2) + a(3)
+    total = 4.0 * side + 4.0 * side * side  # sum of the 7×7 kernel without its centre, without cancellation
+    channels = int(values.shape[-1])
+    column = ops.tile(ops.reshape(weights, (2 * RBF_RADIUS + 1, 1, 1, 1)), (1, 1, channels, 1))
+    row = ops.reshape(column, (1, 2 * RBF_RADIUS + 1, channels, 1))
+    smoothed = ops.depthwise_conv(kept, column, padding="same")
+    smoothed = ops.depthwise_conv(smoothed, row, padding="same")
+    return kept + smoothed / (total + 1e-5) * (1.0 - mask)
+
+
+@keras.saving.register_keras_serializable(package="keras_visrec")
+class RBFInterpolation(keras.layers.Layer):
+    """Learnable RBF fill of masked positions: ``call(values, mask)``.
+
+    Args:
+        initial_lambda: float. Initial ``λ``. Defaults to `3.0` (the paper's).
+    """
+
+    def __init__(self, initial_lambda=3.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_lambda = float(initial_lambda)
+
+    def build(self, input_shape=None):
+        self.rbf_lambda = self.add_weight(name="rbf_lambda", shape=(),
+                                          initializer=keras.initializers.Constant(self.initial_lambda))
+
+    def call(self, values, mask):
+        return rbf_interpolate(values, mask, self.rbf_lambda)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_lambda": self.initial_lambda}
+
+
+@keras.saving.register_keras_serializable(package="keras_visrec")
+class MaskedConv2D(keras.layers.Conv2D):
+    """A ``Conv2D`` that also owns the RBF ``λ`` of its masked output.
+
+    Called plainly it is an ordinary convolution (the unmasked network, FLOP counting);
+    :meth:`blend` applies the mask and the RBF fill to an output computed densely or sparsely.
+
+    Args:
+        initial_lambda: float. Initial ``λ``. Defaults to `3.0`.
+        **kwargs: ``keras.layers.Conv2D`` arguments.
+    """
+
+    def __init__(self, *args, initial_lambda=3.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial_lambda = float(initial_lambda)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.rbf_lambda = self.add_weight(name="rbf_lambda", shape=(),
+                                          initializer=keras.initializers.Constant(self.initial_lambda))
+
+    def blend(self, outputs, mask):
+        """``outputs·m + RBF(outputs·m)·(1 − m)`` with this layer's ``λ``."""
+        return rbf_interpolate(outputs, mask, self.rbf_lambda)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_lambda": self.initial_lambda}

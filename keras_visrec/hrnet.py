@@ -1,0 +1,316 @@
+"""HRNetV2 for semantic segmentation (Wang et al., "Deep High-Resolution Representation Learning
+for Visual Recognition", TPAMI 2020, https://arxiv.org/abs/1908.07919).
+
+A stem (two stride-2 3×3 convs) → ``layer1`` (bottleneck blocks at 1/4 resolution) → stages 2–4,
+each a transition that opens one lower-resolution branch and a stack of multi-resolution modules
+(parallel basic-block branches, then a fuse that sums every branch into every other) → the
+segmentation head (all branches upsampled to 1/4 and concatenated, 1×1 conv, BN, ReLU, 1×1
+classifier). Logits come out at 1/4 of the input resolution, as in the official code.
+
+Layer names are the official PyTorch module paths with ``.`` turned into ``_`` behind the model
+name (``stage3.0.branches.1.2.conv1`` → ``hrnetv2_w48_stage3_0_branches_1_2_conv1``), so the
+converter and the ADP-C code (``keras_visrec.adpc``) find every layer by name; the first token
+after the model name is the *segment* (``conv1``/``bn1``/``conv2``/``bn2`` = stem, ``layer1``,
+``transition1``, ``stage2``, …, ``last_layer`` = head) that ADP-C masks and counts FLOPs by.
+
+The network is written once, against :class:`HRNetOps`, which creates a layer on its first use
+and applies it; ADP-C re-runs the same functions with a hook that masks every convolution.
+"""
+
+import keras
+
+from keras_visrec.registry import register_model
+
+__all__ = [
+    "HRNET_CONFIGS",
+    "HRNetOps",
+    "HRNetV2",
+    "HRNetV2W18",
+    "HRNetV2W18SmallV2",
+    "HRNetV2W32",
+    "HRNetV2W48",
+    "hrnet_backbone",
+    "exit_input",
+    "seg_head",
+]
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.99  # PyTorch momentum 0.01
+
+# The official configurations (HRNet-Semantic-Segmentation experiments/*.yaml). Per stage:
+# (modules, blocks per branch, channels per branch); stage 1 is bottlenecks of width 64.
+HRNET_CONFIGS = {
+    "w18_small_v2": dict(stem=64, layer1=(2, 64), stages=((1, (2, 2), (18, 36)),
+                                                           (3, (2, 2, 2), (18, 36, 72)),
+                                                           (2, (2, 2, 2, 2), (18, 36, 72, 144)))),
+    "w18": dict(stem=64, layer1=(4, 64), stages=((1, (4, 4), (18, 36)),
+                                                 (4, (4, 4, 4), (18, 36, 72)),
+                                                 (3, (4, 4, 4, 4), (18, 36, 72, 144)))),
+    "w32": dict(stem=64, layer1=(4, 64), stages=((1, (4, 4), (32, 64)),
+                                                 (4, (4, 4, 4), (32, 64, 128)),
+                                                 (3, (4, 4, 4, 4), (32, 64, 128, 256)))),
+    "w48": dict(stem=64, layer1=(4, 64), stages=((1, (4, 4), (48, 96)),
+                                                 (4, (4, 4, 4), (48, 96, 192)),
+                                                 (3, (4, 4, 4, 4), (48, 96, 192, 384)))),
+}
+
+
+def validate_config(config):
+    """A config by name (``HRNET_CONFIGS``) or as a dict with ``stem``, ``layer1`` and ``stages``."""
+    if isinstance(config, str):
+        if config not in HRNET_CONFIGS:
+            raise ValueError(f"`backbone` must be one of {sorted(HRNET_CONFIGS)} or a config dict; "
+                             f"received backbone={config!r}.")
+        return HRNET_CONFIGS[config]
+    if not isinstance(config, dict) or set(config) != {"stem", "layer1", "stages"} or len(config["stages"]) != 3:
+        raise ValueError("A custom `backbone` config must be a dict with keys 'stem', 'layer1' and three "
+                         f"'stages'; received {config!r}.")
+    return config
+
+
+class HRNetOps:
+    """Creates each named layer on first use, then applies it.
+
+    Args:
+        prefix: str. Model name put in front of every layer name.
+        layers: dict or `None`. Existing ``{full name: layer}`` to apply (run mode); `None`
+            builds new layers.
+        conv_hook: callable or `None`. ``hook(layer, x, stride, pad) -> y`` replaces the plain
+            application of a convolution (ADP-C masking); `None` applies it densely.
+        conv_class: the Conv2D class created for new convolutions (ADP-C passes its
+            ``MaskedConv2D`` for masked segments).
+    """
+
+    def __init__(self, prefix, layers=None, conv_hook=None, conv_class=None):
+        self.prefix = prefix
+        self.building = layers is None
+        self.layers = {} if layers is None else layers
+        self.conv_hook = conv_hook
+        self.conv_class = conv_class or keras.layers.Conv2D
+
+    def get(self, name, factory):
+        full = f"{self.prefix}_{name}"
+        layer = self.layers.get(full)
+        if layer is None:
+            if not self.building:
+                raise KeyError(f"Layer {full!r} is missing from the model.")
+            layer = self.layers[full] = factory(full)
+        return layer
+
+    def conv(self, x, name, filters, kernel=1, stride=1, bias=False):
+        cls = self.conv_class
+        pad = kernel // 2
+        padding = "same" if stride == 1 else "valid"
+        layer = self.get(name, lambda n: cls(filters, kernel, strides=stride, padding=padding, use_bias=bias,
+                                             name=n))
+        if self.conv_hook is not None:
+            return self.conv_hook(layer, x, stride, pad)
+        if stride != 1 and pad:
+            x = self.get(name + "_pad", lambda n: keras.layers.ZeroPadding2D(pad, name=n))(x)
+        return layer(x)
+
+    def bn(self, x, name):
+        return self.get(name, lambda n: keras.layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=n))(x)
+
+    def relu(self, x, name):
+        return self.get(name, lambda n: keras.layers.ReLU(name=n))(x)
+
+    def add(self, tensors, name):
+        return self.get(name, lambda n: keras.layers.Add(name=n))(list(tensors))
+
+    def concat(self, tensors, name):
+        return self.get(name, lambda n: keras.layers.Concatenate(name=n))(list(tensors))
+
+    def upsample(self, x, factor, name):
+        if factor == 1:
+            return x
+        return self.get(name, lambda n: keras.layers.UpSampling2D(factor, interpolation="bilinear", name=n))(x)
+
+    def avg_pool(self, x, name):
+        return self.get(name, lambda n: keras.layers.AveragePooling2D(2, name=n))(x)
+
+
+def _bottleneck(ops, x, name, planes, downsample):
+    residual = x
+    y = ops.relu(ops.bn(ops.conv(x, f"{name}_conv1", planes), f"{name}_bn1"), f"{name}_relu1")
+    y = ops.relu(ops.bn(ops.conv(y, f"{name}_conv2", planes, 3), f"{name}_bn2"), f"{name}_relu2")
+    y = ops.bn(ops.conv(y, f"{name}_conv3", planes * 4), f"{name}_bn3")
+    if downsample:
+        residual = ops.bn(ops.conv(x, f"{name}_downsample_0", planes * 4), f"{name}_downsample_1")
+    return ops.relu(ops.add([y, residual], f"{name}_add"), f"{name}_relu_out")
+
+
+def _basic(ops, x, name, planes):
+    y = ops.relu(ops.bn(ops.conv(x, f"{name}_conv1", planes, 3), f"{name}_bn1"), f"{name}_relu1")
+    y = ops.bn(ops.conv(y, f"{name}_conv2", planes, 3), f"{name}_bn2")
+    return ops.relu(ops.add([y, x], f"{name}_add"), f"{name}_relu_out")
+
+
+def stem_and_layer1(ops, x, config):
+    """Stem and ``layer1``: returns the one-branch list ``[x]`` at 1/4 resolution."""
+    stem = config["stem"]
+    x = ops.relu(ops.bn(ops.conv(x, "conv1", stem, 3, 2), "bn1"), "relu1")
+    x = ops.relu(ops.bn(ops.conv(x, "conv2", stem, 3, 2), "bn2"), "relu2")
+    blocks, planes = config["layer1"]
+    for i in range(blocks):
+        x = _bottleneck(ops, x, f"layer1_{i}", planes, downsample=(i == 0 and stem != planes * 4))
+    return [x]
+
+
+def _channels(xs):
+    return [int(x.shape[-1]) for x in xs]
+
+
+def transition(ops, xs, channels, index):
+    """``transition{index}``: matches the channels of old branches and opens the new one."""
+    pre = _channels(xs)
+    out = []
+    for i, width in enumerate(channels):
+        name = f"transition{index}_{i}"
+        if i < len(pre):
+            if pre[i] == width:
+                out.append(xs[i])
+            else:
+                y = ops.bn(ops.conv(xs[i], f"{name}_0", width, 3), f"{name}_1")
+                out.append(ops.relu(y, f"{name}_2"))
+            continue
+        y = xs[-1]
+        steps = i + 1 - len(pre)
+        for j in range(steps):
+            width_j = width if j == steps - 1 else pre[-1]
+            y = ops.bn(ops.conv(y, f"{name}_{j}_0", width_j, 3, 2), f"{name}_{j}_1")
+            y = ops.relu(y, f"{name}_{j}_2")
+        out.append(y)
+    return out
+
+
+def _fuse(ops, xs, name):
+    widths = _channels(xs)
+    n = len(xs)
+    out = []
+    for i in range(n):
+        terms = []
+        for j in range(n):
+            key = f"{name}_fuse_layers_{i}_{j}"
+            if j == i:
+                terms.append(xs[j])
+            elif j > i:
+                y = ops.bn(ops.conv(xs[j], f"{key}_0", widths[i]), f"{key}_1")
+                terms.append(ops.upsample(y, 2 ** (j - i), f"{key}_up"))
+            else:
+                y = xs[j]
+                for k in range(i - j):
+                    last = k == i - j - 1
+                    y = ops.bn(ops.conv(y, f"{key}_{k}_0", widths[i] if last else widths[j], 3, 2), f"{key}_{k}_1")
+                    if not last:
+                        y = ops.relu(y, f"{key}_{k}_2")
+                terms.append(y)
+        out.append(ops.relu(ops.add(terms, f"{name}_fuse_{i}_add"), f"{name}_fuse_{i}_relu"))
+    return out
+
+
+def stage(ops, xs, stage_config, index):
+    """``stage{index}``: multi-resolution modules (parallel basic-block branches, then the fuse)."""
+    modules, blocks, widths = stage_config
+    for m in range(modules):
+        name = f"stage{index}_{m}"
+        ys = []
+        for b, x in enumerate(xs):
+            for k in range(blocks[b]):
+                x = _basic(ops, x, f"{name}_branches_{b}_{k}", widths[b])
+            ys.append(x)
+        xs = _fuse(ops, ys, name)
+    return xs
+
+
+def hrnet_backbone(ops, x, config):
+    """Generator over the backbone: yields the branch list after layer1, stage2, stage3, stage4."""
+    xs = stem_and_layer1(ops, x, config)
+    yield xs
+    for k, stage_config in enumerate(config["stages"]):
+        xs = transition(ops, xs, stage_config[2], k + 1)
+        xs = stage(ops, xs, stage_config, k + 2)
+        yield xs
+
+
+def exit_input(ops, xs, name):
+    """Every branch bilinearly upsampled to the first branch's size and concatenated."""
+    if len(xs) == 1:
+        return xs[0]
+    ups = [xs[0]] + [ops.upsample(x, 2 ** i, f"{name}_input_up_{i}") for i, x in enumerate(xs) if i]
+    return ops.concat(ups, f"{name}_input")
+
+
+def seg_head(ops, x, classes, name):
+    """The HRNetV2 head (``last_layer`` in the official code): 1×1 conv, BN, ReLU, 1×1 classifier."""
+    width = int(x.shape[-1])
+    y = ops.relu(ops.bn(ops.conv(x, f"{name}_0", width, bias=True), f"{name}_1"), f"{name}_2")
+    return ops.conv(y, f"{name}_3", classes, bias=True)
+
+
+def _validate_input_shape(input_shape):
+    if input_shape is None:
+        return (None, None, 3)
+    shape = tuple(input_shape)
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"`input_shape` must be (height, width, 3); received input_shape={input_shape!r}.")
+    for side in shape[:2]:
+        if side is not None and (not isinstance(side, int) or side % 32):
+            raise ValueError(f"`input_shape` height and width must be divisible by 32 (five stride-2 steps); "
+                             f"received input_shape={input_shape!r}.")
+    return shape
+
+
+def HRNetV2(backbone="w48", *, classes=19, input_shape=None, input_tensor=None, weights=None, name=None):
+    """HRNetV2 segmentation network; logits at 1/4 of the input resolution.
+
+    Args:
+        backbone: str or dict. A key of ``HRNET_CONFIGS`` (`"w18_small_v2"`, `"w18"`, `"w32"`,
+            `"w48"`) or a custom config dict of the same form. Defaults to `"w48"`.
+        classes: int. Number of classes. Defaults to `19` (Cityscapes).
+        input_shape: tuple. ``(height, width, 3)``, sides divisible by 32 or `None`.
+        input_tensor: optional Keras tensor to build on.
+        weights: `None` (random init); pretrained weights load through
+            ``keras_visrec.converters.anytime``.
+        name: str. Model name and layer-name prefix. Defaults to ``hrnetv2_<backbone>``.
+
+    Examples:
+
+    >>> tiny = dict(stem=16, layer1=(1, 8), stages=((1, (1, 1), (8, 16)), (1, (1, 1, 1), (8, 16, 32)),
+    ...             (1, (1, 1, 1, 1), (8, 16, 32, 64))))
+    >>> model = HRNetV2(tiny, classes=11, input_shape=(64, 64, 3), name="tiny")
+    >>> model.output.shape
+    (None, 16, 16, 11)
+    """
+    config = validate_config(backbone)
+    if not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"`classes` must be a positive integer; received classes={classes!r}.")
+    if weights is not None:
+        raise ValueError("`weights` must be None for HRNetV2; load official checkpoints with "
+                         f"keras_visrec.converters.anytime.load_anytime_checkpoint. Received weights={weights!r}.")
+    name = name or f"hrnetv2_{backbone if isinstance(backbone, str) else 'custom'}"
+    shape = _validate_input_shape(input_shape)
+    inputs = input_tensor if input_tensor is not None else keras.Input(shape)
+    ops = HRNetOps(name)
+    xs = None
+    for xs in hrnet_backbone(ops, inputs, config):
+        pass
+    logits = seg_head(ops, exit_input(ops, xs, "last_layer"), classes, "last_layer")
+    return keras.Model(inputs, logits, name=name)
+
+
+def _variant(key, doc_name):
+    def builder(*, classes=19, input_shape=None, input_tensor=None, weights=None, name=None):
+        return HRNetV2(key, classes=classes, input_shape=input_shape, input_tensor=input_tensor,
+                       weights=weights, name=name or f"hrnetv2_{key}")
+
+    builder.__name__ = builder.__qualname__ = doc_name
+    builder.__doc__ = f"HRNetV2-{key.upper()} segmentation network (see :func:`HRNetV2`)."
+    return builder
+
+
+HRNetV2W18SmallV2 = register_model("hrnetv2_w18_small_v2", family="hrnet")(_variant("w18_small_v2", "HRNetV2W18SmallV2"))
+HRNetV2W18 = register_model("hrnetv2_w18", family="hrnet")(_variant("w18", "HRNetV2W18"))
+HRNetV2W32 = register_model("hrnetv2_w32", family="hrnet")(_variant("w32", "HRNetV2W32"))
+HRNetV2W48 = register_model("hrnetv2_w48", family="hrnet")(_variant("w48", "HRNetV2W48"))
