@@ -1,0 +1,120 @@
+"""The weights catalogue (``catalogue.json``) as typed, read-only entries.
+
+Ids follow ``{arch}.{source}_{pretraining}[_{resolution}]`` (timm's ``arch.tag`` style):
+
+* ``arch`` — the registry name (``convnext_tiny``, ``convnext_v2_atto``, ``convnext_isotropic_base``);
+* ``source`` — ``fb`` (the official Meta release) or ``keras`` (keras.applications' converted file);
+* ``pretraining`` — ``in1k``, ``in22k`` (21841-class head), ``in22k_ft_in1k``, ``fcmae_ft_in1k``,
+  ``fcmae_ft_in22k_ft_in1k``;
+* a resolution suffix (``_384``, ``_512``) only when the checkpoint is not 224×224.
+
+Example: ``convnext_base.fb_in22k_ft_in1k_384``.
+"""
+
+import dataclasses
+import difflib
+import fnmatch
+import functools
+import json
+import os
+
+__all__ = ["ZooEntry", "default_weights", "get_weights", "list_weights", "load_catalogue"]
+
+_CATALOGUE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "catalogue.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    """One checkpoint of the catalogue.
+
+    Attributes:
+        id: str. ``{arch}.{tag}``.
+        arch: str. Registry name of the architecture it loads into.
+        source: str. ``fb`` or ``keras``.
+        pretraining: str. Pretraining / fine-tuning recipe tag.
+        resolution: int. Training / evaluation resolution.
+        classes: int. Head size (1000, or 21841 for ImageNet-22k heads).
+        url: str. Download address of the file.
+        format: str. ``pth`` (a torch.save checkpoint) or ``keras_h5`` (keras.applications' h5).
+        layout: str. Key layout (``official``, ``official_isotropic``, ``keras_applications``).
+        sha256: str or None. Published checksum; None when upstream published none.
+        sha256_source: str. Where the checksum comes from, or why there is none.
+        top1: float or None. ImageNet-1k top-1 (%) reported upstream; None for 22k heads.
+        license: str. SPDX-style licence of the weights (V2: CC-BY-NC-4.0).
+        preprocessing: dict. Evaluation transform (resize, crop, interpolation, mean, std).
+        num_params: int. Parameter count of the architecture with this head.
+        default: bool. Whether ``weights="imagenet"`` resolves to this entry.
+        notop_url / notop_sha256: optional smaller headless file.
+    """
+
+    id: str
+    arch: str
+    source: str
+    pretraining: str
+    resolution: int
+    classes: int
+    url: str
+    format: str
+    layout: str
+    sha256: str | None
+    sha256_source: str
+    top1: float | None
+    license: str
+    preprocessing: dict
+    num_params: int
+    default: bool = False
+    notop_url: str | None = None
+    notop_sha256: str | None = None
+    top1_source: str = "official README of the upstream repository"
+    upstream: str = ""
+
+    @property
+    def verified(self):
+        """Whether a published sha256 guards this entry's download."""
+        return self.sha256 is not None
+
+    @property
+    def filename(self):
+        """File name in the cache (the URL's last component)."""
+        return self.url.rsplit("/", 1)[-1]
+
+
+@functools.lru_cache(maxsize=None)
+def load_catalogue(path=_CATALOGUE):
+    """Reads and validates the catalogue file; returns ``{id: ZooEntry}``."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    fields = {f.name for f in dataclasses.fields(ZooEntry)}
+    entries = {}
+    for zoo_id, raw in data["entries"].items():
+        unknown = set(raw) - fields
+        if unknown:
+            raise ValueError(f"{path}: entry {zoo_id!r} has unknown fields {sorted(unknown)}.")
+        entries[zoo_id] = ZooEntry(id=zoo_id, **raw)
+    return entries
+
+
+def list_weights(pattern="*", arch=None):
+    """Catalogue ids matching a glob ``pattern`` (and ``arch``, when given), sorted."""
+    return sorted(
+        zoo_id for zoo_id, entry in load_catalogue().items()
+        if fnmatch.fnmatch(zoo_id, pattern) and (arch is None or entry.arch == arch)
+    )
+
+
+def get_weights(zoo_id):
+    """The :class:`ZooEntry` for ``zoo_id``; an unknown id lists close matches."""
+    entries = load_catalogue()
+    if zoo_id not in entries:
+        close = difflib.get_close_matches(str(zoo_id), list(entries), n=5, cutoff=0.5)
+        hint = f" Close matches: {close}." if close else ""
+        raise ValueError(f"Unknown zoo id {zoo_id!r}.{hint} See keras_visrec.zoo.list_weights().")
+    return entries[zoo_id]
+
+
+def default_weights(arch):
+    """The entry ``weights="imagenet"`` loads for ``arch`` (one with a published hash), or None."""
+    for entry in load_catalogue().values():
+        if entry.arch == arch and entry.default:
+            return entry
+    return None
