@@ -3,7 +3,14 @@
 Accepted forms:
 
 * ``None`` — random initialisation;
-* a local Keras file: ``.keras`` (weights copied by layer name, so a file saved with a head
+* ``"imagenet"`` — the default verified set: keras.applications' converted ConvNeXt files,
+  whose sha256 are published in keras' source (ConvNeXt T / S / B / L / XL);
+* a zoo id, ``{arch}.{source}_{pretraining}[_{resolution}]`` (see ``keras_visrec.zoo``), e.g.
+  ``"convnext_tiny.fb_in22k_ft_in1k_384"``; entries without a published hash need
+  ``KERAS_VISREC_ALLOW_UNVERIFIED=1`` (or ``zoo.fetch_weights(id, allow_unverified=True)`` and
+  the returned path);
+* a local file: ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` (official, timm or HF layout,
+  read without torch), ``.keras`` (weights copied by layer name, so a file saved with a head
   also loads into ``include_top=False``) or ``.weights.h5`` (same architecture required).
 """
 
@@ -11,51 +18,111 @@ import os
 
 import keras
 
-__all__ = ["ACCEPTED_WEIGHTS", "load_weights", "validate_weights_argument"]
+__all__ = ["ACCEPTED_WEIGHTS", "copy_weights_by_name", "load_weights", "resolve_weights", "validate_weights_argument"]
 
 KERAS_SUFFIXES = (".keras", ".weights.h5")
-ACCEPTED_WEIGHTS = "None or a local .keras / .weights.h5 file"
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+ACCEPTED_WEIGHTS = (
+    'None, "imagenet", a zoo id (keras_visrec.zoo.list_weights()), or a local '
+    ".pth / .pt / .bin / .safetensors / .keras / .weights.h5 file"
+)
 
 
 def _suffix(path):
     lower = str(path).lower()
-    for suffix in KERAS_SUFFIXES:
+    for suffix in KERAS_SUFFIXES + TORCH_SUFFIXES:
         if lower.endswith(suffix):
             return suffix
     return None
 
 
-def validate_weights_argument(weights, *, arch, include_top, classes):
-    """Raises a clear error for a ``weights`` value no loader accepts (before building)."""
+def resolve_weights(weights, *, arch):
+    """Classifies a ``weights`` value: ``("none" | "file" | "zoo", detail)``.
+
+    ``detail`` is the path for files and the :class:`keras_visrec.zoo.ZooEntry` for
+    ``"imagenet"`` and zoo ids. Raises a clear error for anything no loader accepts.
+    """
     if weights is None:
-        return
+        return "none", None
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"`weights` must be {ACCEPTED_WEIGHTS}; received {type(weights).__name__}: {weights!r}.")
-    if _suffix(weights) is not None:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"`weights` file not found: {os.fspath(weights)!r}.")
+    text = os.fspath(weights)
+    from keras_visrec import zoo
+
+    if text == "imagenet":
+        entry = zoo.default_weights(arch)
+        if entry is None:
+            available = zoo.list_weights(arch=arch)
+            raise ValueError(
+                f'weights="imagenet" is the keras.applications set with published hashes, available for '
+                f"{sorted({e.arch for e in zoo.load_catalogue().values() if e.default})}; received it for "
+                f"{arch!r}. Zoo ids for {arch!r}: {available or 'none (is `name=` a custom name?)'}."
+            )
+        return "zoo", entry
+    if _suffix(text) is not None:
+        if not os.path.isfile(text):
+            raise FileNotFoundError(f"`weights` file not found: {text!r}.")
+        return "file", text
+    if os.path.sep in text or os.path.isfile(text):
+        raise ValueError(
+            f"`weights` file {text!r} has an unsupported extension; use one of "
+            f"{KERAS_SUFFIXES + TORCH_SUFFIXES}."
+        )
+    return "zoo", zoo.get_weights(text)  # unknown ids raise with close matches
+
+
+def validate_weights_argument(weights, *, arch, include_top, classes):
+    """Raises a clear error for a ``weights`` value no loader accepts (before building)."""
+    kind, detail = resolve_weights(weights, arch=arch)
+    if kind != "zoo":
         return
-    raise ValueError(f"`weights` must be {ACCEPTED_WEIGHTS}; received weights={weights!r} (arch {arch}).")
+    from keras_visrec.registry import list_models
+
+    if detail.arch != arch and arch in list_models():
+        raise ValueError(
+            f"Zoo weights {detail.id!r} are for {detail.arch!r}, not {arch!r}. "
+            f"Use keras_visrec.get_model({detail.arch!r}, weights={detail.id!r})."
+        )
+    if include_top and classes != detail.classes:
+        raise ValueError(
+            f"Zoo weights {detail.id!r} have a {detail.classes}-class head; pass classes={detail.classes} "
+            f"or include_top=False; received classes={classes}."
+        )
 
 
 def load_weights(model, weights, *, arch, include_top, classes):
-    """Loads ``weights`` (already validated) into a freshly built ``model``."""
-    suffix = _suffix(weights)
-    path = os.fspath(weights)
+    """Loads ``weights`` (already validated) into a freshly built ``model``; returns it."""
+    kind, detail = resolve_weights(weights, arch=arch)
+    if kind == "none":
+        return model
+    from keras_visrec.converters.loading import load_checkpoint_into_model
+
+    if kind == "zoo":
+        from keras_visrec import zoo
+
+        path = zoo.fetch_weights(detail.id, include_top=include_top)
+        prefix = detail.arch if detail.format == "keras_h5" else None
+        load_checkpoint_into_model(model, path, include_top=include_top,
+                                   layout=detail.layout if detail.format == "keras_h5" else None,
+                                   source_prefix=prefix)
+        return model
+    path = detail
+    suffix = _suffix(path)
+    if suffix in TORCH_SUFFIXES:
+        load_checkpoint_into_model(model, path, include_top=include_top)
+        return model
     if suffix == ".weights.h5":
         try:
             model.load_weights(path)
         except Exception as error:  # keras raises several types for a mismatching file
             raise ValueError(f"Could not load weights file {path!r} into {model.name}: {error}") from error
         return model
-    if suffix == ".keras":
-        try:
-            source = keras.saving.load_model(path, compile=False)
-        except Exception as error:
-            raise ValueError(f"Could not read Keras file {path!r}: {error}") from error
-        copy_weights_by_name(source, model, source_name=path)
-        return model
-    raise ValueError(f"`weights` must be {ACCEPTED_WEIGHTS}; received weights={weights!r}.")
+    try:
+        source = keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        raise ValueError(f"Could not read Keras file {path!r}: {error}") from error
+    copy_weights_by_name(source, model, source_name=path)
+    return model
 
 
 def copy_weights_by_name(source, target, *, source_name="source model", allow_missing=()):
