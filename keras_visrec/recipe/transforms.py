@@ -25,6 +25,7 @@ from keras_visrec.layers.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DEFAULT_CROP_PCT",
+    "PASS_ORDERS",
     "EvalTransform",
     "center_crop",
     "decode_image",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 DEFAULT_CROP_PCT = 0.875  # 224 / 256, the official crop ratio below 384
+PASS_ORDERS = ("horizontal_first", "pillow13")
 _PRECISION_BITS = 22  # PIL's fixed point for 8-bit images: 32 - 8 - 2
 _KERNEL_SUPPORT = 2.0  # bicubic
 
@@ -109,7 +111,7 @@ def _resample_axis(image, out_size, axis):
     return tf.clip_by_value(tf.floor(total / float(1 << _PRECISION_BITS)), 0.0, 255.0)
 
 
-def resize_bicubic_pil(images, size):
+def resize_bicubic_pil(images, size, pass_order="horizontal_first"):
     """Bicubic resize that returns the same ``uint8`` pixels as PIL's ``Image.BICUBIC``.
 
     Args:
@@ -117,10 +119,17 @@ def resize_bicubic_pil(images, size):
             channels)` of equally sized images. Float input is rounded and clipped to 0–255
             first (PIL works on 8-bit images).
         size: `(height, width)` of the output (ints or scalar int tensors).
+        pass_order: str. `"horizontal_first"`: always the horizontal pass first, as Pillow
+            up to 12 (the Pillow the published ConvNeXt numbers were measured with).
+            `"pillow13"`: Pillow 13's rule — vertical pass first when the height shrinks by
+            more than twice as many pixels as the width. The two differ only through the
+            rounding of the intermediate image. Defaults to `"horizontal_first"`.
 
     Returns:
         A `uint8` tensor of the same rank.
     """
+    if pass_order not in PASS_ORDERS:
+        raise ValueError(f"`pass_order` must be one of {PASS_ORDERS}; received pass_order={pass_order!r}.")
     images = tf.convert_to_tensor(images)
     if images.shape.rank not in (3, 4):
         raise ValueError(
@@ -131,12 +140,24 @@ def resize_bicubic_pil(images, size):
         images = tf.cast(tf.clip_by_value(tf.round(tf.cast(images, tf.float64)), 0.0, 255.0), tf.uint8)
     height, width = size
     x = tf.cast(images, tf.float64)
-    x = _resample_axis(x, width, axis=-2)  # PIL: horizontal pass first, rounded to uint8
-    x = _resample_axis(x, height, axis=-3)
-    return tf.cast(x, tf.uint8)
+
+    def horizontal_first():  # each pass rounds to uint8, as PIL's intermediate image does
+        return _resample_axis(_resample_axis(x, width, axis=-2), height, axis=-3)
+
+    def vertical_first():
+        return _resample_axis(_resample_axis(x, height, axis=-3), width, axis=-2)
+
+    if pass_order == "horizontal_first":
+        out = horizontal_first()
+    else:
+        shape = tf.shape(x)
+        shrink_h = shape[-3] - height
+        shrink_w = shape[-2] - width
+        out = tf.cond(tf.logical_and(shrink_h > 0, shrink_h > 2 * shrink_w), vertical_first, horizontal_first)
+    return tf.cast(out, tf.uint8)
 
 
-def resize_shorter_side(images, size):
+def resize_shorter_side(images, size, pass_order="horizontal_first"):
     """Resizes so the shorter side is ``size`` (torchvision's ``Resize(int)`` on a PIL image).
 
     The longer side becomes ``int(size * long / short)``, truncated, as torchvision computes it.
@@ -148,7 +169,7 @@ def resize_shorter_side(images, size):
     new_long = tf.cast(tf.floor(tf.cast(size * long, tf.float64) / tf.cast(short, tf.float64)), tf.int32)
     new_height = tf.where(height <= width, size, new_long)
     new_width = tf.where(height <= width, new_long, size)
-    return resize_bicubic_pil(images, (new_height, new_width))
+    return resize_bicubic_pil(images, (new_height, new_width), pass_order)
 
 
 def center_crop(images, size):
@@ -175,7 +196,7 @@ def decode_image(contents, channels=3):
     return image
 
 
-def eval_transform(image, image_size=224, crop_pct=None, normalize=True):
+def eval_transform(image, image_size=224, crop_pct=None, normalize=True, pass_order="horizontal_first"):
     """The official evaluation transform of one image (or a batch of equally sized images).
 
     Below 384: resize the shorter side to ``int(image_size / crop_pct)`` (256 for 224) with
@@ -190,6 +211,7 @@ def eval_transform(image, image_size=224, crop_pct=None, normalize=True):
             as torchvision's ``ToTensor`` + ``Normalize``. `False`: float32 pixels in 0–255, for
             models built with ``include_preprocessing=True`` (which normalise themselves).
             Defaults to `True`.
+        pass_order: str. See `resize_bicubic_pil`. Defaults to `"horizontal_first"`.
 
     Returns:
         A float32 tensor `(image_size, image_size, 3)` (batch axis kept).
@@ -200,9 +222,9 @@ def eval_transform(image, image_size=224, crop_pct=None, normalize=True):
     """
     resize, crop = eval_resize_size(image_size, crop_pct)
     if isinstance(resize, tuple):
-        out = resize_bicubic_pil(image, resize)
+        out = resize_bicubic_pil(image, resize, pass_order)
     else:
-        out = center_crop(resize_shorter_side(image, resize), crop)
+        out = center_crop(resize_shorter_side(image, resize, pass_order), crop)
     out = tf.cast(out, tf.float32)
     if normalize:
         mean = tf.constant(IMAGENET_MEAN, tf.float32)
@@ -224,6 +246,7 @@ class EvalTransform(keras.layers.Layer):
         image_size: int. Output side. Defaults to `224`.
         crop_pct: float in (0, 1] or None (official choice by size). Defaults to `None`.
         normalize: bool. Apply ImageNet mean/std (`False` keeps 0–255 pixels). Defaults to `True`.
+        pass_order: str. See `resize_bicubic_pil`. Defaults to `"horizontal_first"`.
 
     Examples:
 
@@ -232,20 +255,23 @@ class EvalTransform(keras.layers.Layer):
     TensorShape([224, 224, 3])
     """
 
-    def __init__(self, image_size=224, crop_pct=None, normalize=True, **kwargs):
+    def __init__(self, image_size=224, crop_pct=None, normalize=True, pass_order="horizontal_first", **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         eval_resize_size(image_size, crop_pct)  # validates
+        if pass_order not in PASS_ORDERS:
+            raise ValueError(f"`pass_order` must be one of {PASS_ORDERS}; received pass_order={pass_order!r}.")
+        self.pass_order = pass_order
         self.image_size = image_size
         self.crop_pct = crop_pct
         self.normalize = bool(normalize)
 
     def call(self, inputs):
-        return eval_transform(inputs, self.image_size, self.crop_pct, self.normalize)
+        return eval_transform(inputs, self.image_size, self.crop_pct, self.normalize, self.pass_order)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-3]) + (self.image_size, self.image_size, 3)
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "crop_pct": self.crop_pct,
-                "normalize": self.normalize}
+                "normalize": self.normalize, "pass_order": self.pass_order}
