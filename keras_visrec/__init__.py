@@ -44,6 +44,10 @@ _LAZY = {
     # --- ADP-C / HRNet ---
     # --- pruning / CIFAR nets ---
     # --- fine-tuning recipe and evaluation ---
+    **{name: "keras_visrec.recipe" for name in (
+        "finetune", "evaluate", "convnext_adamw", "LayerDecayAdamW", "WarmupCosine", "replace_head",
+        "eval_transform", "EvalTransform", "resize_bicubic_pil", "MixupOrCutMix",
+    )},
 }
 
 _SUBMODULES = ("layers", "convnext", "flops", "registry", "weights", "zoo", "converters", "tflite",

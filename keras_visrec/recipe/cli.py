@@ -1,0 +1,116 @@
+"""``keras-visrec finetune …`` and ``keras-visrec eval …``."""
+
+import argparse
+
+__all__ = ["main", "register"]
+
+
+def _ints(text):
+    return tuple(int(t) for t in text.split(",") if t)
+
+
+def register(subparsers):
+    """Adds the ``finetune`` and ``eval`` sub-commands."""
+    ft = subparsers.add_parser("finetune", help="fine-tune a ConvNeXt with the paper's recipe (resumable)")
+    ft.add_argument("data", help="image folder (one subfolder per class) or tensorflow-datasets name")
+    ft.add_argument("--output-dir", required=True, help="checkpoints + state.json; an existing run is resumed")
+    ft.add_argument("--model", default="convnext_tiny", help="registry name, or 'convnext' with --depths/--dims")
+    ft.add_argument("--depths", type=_ints, help="for --model convnext, e.g. 1,1,1,1")
+    ft.add_argument("--dims", type=_ints, help="for --model convnext, e.g. 16,32,64,128")
+    ft.add_argument("--weights", help="zoo id or weights file to start from")
+    ft.add_argument("--weights-classes", type=int, default=1000, help="head size stored in --weights")
+    ft.add_argument("--val-data", help="validation image folder or tfds name")
+    ft.add_argument("--classes", type=int, help="expected class count (checked against the data)")
+    ft.add_argument("--image-size", type=int, default=224)
+    ft.add_argument("--epochs", type=int, default=30)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--lr", type=float, default=5e-5, help="peak learning rate")
+    ft.add_argument("--min-lr", type=float, default=1e-6)
+    ft.add_argument("--warmup-epochs", type=float, default=0.0)
+    ft.add_argument("--weight-decay", type=float, default=1e-8)
+    ft.add_argument("--layer-decay", type=float, default=0.8, help="in (0, 1]; 1 turns layer-wise decay off")
+    ft.add_argument("--drop-path", type=float, default=0.1)
+    ft.add_argument("--head-init-scale", type=float, default=0.001)
+    ft.add_argument("--smoothing", type=float, default=0.1)
+    ft.add_argument("--mixup", type=float, default=0.8)
+    ft.add_argument("--cutmix", type=float, default=1.0)
+    ft.add_argument("--no-randaugment", action="store_true")
+    ft.add_argument("--reprob", type=float, default=0.25, help="random erasing probability")
+    ft.add_argument("--no-random-crop", action="store_true", help="resize whole images instead of random crops")
+    ft.add_argument("--ema", type=float, help="EMA momentum of the weights, e.g. 0.9999")
+    ft.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"))
+    ft.add_argument("--mixed-precision", choices=("mixed_bfloat16", "mixed_float16"))
+    ft.add_argument("--train-split", default="train")
+    ft.add_argument("--val-split", default="validation")
+    ft.add_argument("--data-dir", help="tfds data directory")
+    ft.add_argument("--manual-dir", help="tfds manual download directory")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.set_defaults(func=_finetune)
+
+    ev = subparsers.add_parser("eval", help="top-1/top-5 with the official evaluation transform")
+    ev.add_argument("model", help="registry name (e.g. convnext_tiny) or a .keras model file")
+    ev.add_argument("--weights", help="zoo id (its published top-1 is compared) or weights file")
+    ev.add_argument("--data", default="imagenet2012", help="image folder or tfds name (imagenet2012, imagenet_v2)")
+    ev.add_argument("--split", default="validation")
+    ev.add_argument("--image-size", type=int)
+    ev.add_argument("--crop-pct", type=float)
+    ev.add_argument("--batch-size", type=int, default=50)
+    ev.add_argument("--published-top1", type=float, help="reference top-1 in percent (default: the catalogue's)")
+    ev.add_argument("--max-examples", type=int)
+    ev.add_argument("--data-dir", help="tfds data directory")
+    ev.add_argument("--manual-dir", help="tfds manual download directory (imagenet2012 tar files)")
+    ev.add_argument("--pass-order", default="horizontal_first", choices=("horizontal_first", "pillow13"))
+    ev.set_defaults(func=_eval)
+
+
+def main(argv=None):
+    """Runs ``finetune`` / ``eval`` alone (the same parsers ``keras-visrec`` registers)."""
+    parser = argparse.ArgumentParser(prog="keras-visrec")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def _finetune(args):
+    from keras_visrec.recipe.finetune import finetune
+
+    result = finetune(
+        args.model, args.data, output_dir=args.output_dir, val_data=args.val_data, weights=args.weights,
+        classes=args.classes, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.lr, min_learning_rate=args.min_lr, warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay, layer_decay=args.layer_decay, drop_path_rate=args.drop_path,
+        head_init_scale=args.head_init_scale, label_smoothing=args.smoothing, mixup=args.mixup,
+        cutmix=args.cutmix, rand_augment=not args.no_randaugment, random_erasing=args.reprob,
+        crop_scale=None if args.no_random_crop else (0.08, 1.0), ema=args.ema, strategy=args.strategy,
+        mixed_precision=args.mixed_precision, train_split=args.train_split, val_split=args.val_split,
+        data_dir=args.data_dir, manual_dir=args.manual_dir, depths=args.depths, dims=args.dims,
+        weights_classes=args.weights_classes, seed=args.seed,
+    )
+    if result.initial_epoch:
+        print(f"resumed at epoch {result.initial_epoch}, step {result.start_step}")
+    for key in ("accuracy", "val_accuracy"):
+        if result.history.get(key):
+            curve = " ".join(f"{v:.3f}" for v in result.history[key])
+            print(f"{key} per epoch: {curve}")
+    print(f"checkpoints in {result.output_dir} (step {result.final_step})")
+    return 0
+
+
+def _eval(args):
+    import keras
+
+    from keras_visrec.recipe.evaluate import evaluate
+
+    model = args.model
+    if model.endswith(".keras"):
+        model = keras.saving.load_model(model, compile=False)
+    result = evaluate(
+        model, args.data, weights=args.weights, split=args.split, image_size=args.image_size,
+        crop_pct=args.crop_pct, batch_size=args.batch_size, published=args.published_top1,
+        max_examples=args.max_examples, data_dir=args.data_dir, manual_dir=args.manual_dir,
+        pass_order=args.pass_order,
+    )
+    print(result.summary())
+    if result.published_top1 is None:
+        print("no published top-1 to compare with: pass --published-top1 or a zoo id as --weights")
+    return 0
