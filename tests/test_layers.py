@@ -1,0 +1,140 @@
+"""Layers: numerics against numpy, training/inference behaviour, serialization round trips."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_visrec import layers as kl
+
+
+def _roundtrip(layer, x):
+    """Wraps ``layer`` in a model, saves and reloads it without custom_objects."""
+    import os
+    import tempfile
+
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    path = os.path.join(tempfile.mkdtemp(), "m.keras")
+    model.save(path)
+    return model, keras.models.load_model(path)
+
+
+def test_layer_scale_multiplies_channels_and_reloads():
+    layer = kl.LayerScale(0.5)
+    x = np.random.rand(2, 4, 4, 3).astype("float32")
+    model, reloaded = _roundtrip(layer, x)
+    np.testing.assert_allclose(model(x), 0.5 * x, rtol=1e-6)
+    np.testing.assert_allclose(reloaded(x), model(x))
+    assert layer.gamma.shape == (3,)
+
+
+def test_stochastic_depth_is_identity_at_inference_and_drops_whole_samples_in_training():
+    layer = kl.StochasticDepth(0.5, seed=1)
+    x = np.ones((256, 3, 3, 4), "float32")
+    np.testing.assert_array_equal(layer(x, training=False), x)
+    y = keras.ops.convert_to_numpy(layer(x, training=True))
+    per_sample = y.reshape(256, -1)
+    # every sample is either dropped entirely or scaled by 1 / keep
+    assert set(np.unique(per_sample.round(5))) <= {0.0, 2.0}
+    assert np.all(per_sample.min(1) == per_sample.max(1))
+    assert 0.3 < (per_sample[:, 0] == 0).mean() < 0.7
+    assert abs(y.mean() - 1.0) < 0.2  # expectation preserved
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_stochastic_depth_rejects_rates_outside_unit_interval(rate):
+    with pytest.raises(ValueError, match="rate"):
+        kl.StochasticDepth(rate)
+
+
+def test_grn_matches_numpy_formula():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 6, 8)).astype("float32")
+    layer = kl.GRN()
+    layer.build(x.shape)
+    gamma, beta = rng.normal(size=8).astype("float32"), rng.normal(size=8).astype("float32")
+    layer.set_weights([gamma, beta])
+    gx = np.sqrt((x ** 2).sum(axis=(1, 2), keepdims=True))
+    nx = gx / (gx.mean(axis=-1, keepdims=True) + 1e-6)
+    expected = gamma * (x * nx) + beta + x
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_grn_starts_as_identity_and_reloads():
+    x = np.random.rand(2, 4, 4, 6).astype("float32")
+    model, reloaded = _roundtrip(kl.GRN(), x)
+    np.testing.assert_allclose(model(x), x, rtol=1e-6)
+    np.testing.assert_allclose(reloaded(x), x, rtol=1e-6)
+
+
+def test_gelu_forms():
+    x = np.linspace(-6, 6, 2001).astype("float32")
+    exact = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    np.testing.assert_allclose(kl.GELU("exact")(x), exact, atol=1e-6)
+    tanh = keras.ops.convert_to_numpy(kl.GELU("tanh")(x))
+    cubic = keras.ops.convert_to_numpy(kl.GELU("tanh_cubic")(x))
+    np.testing.assert_allclose(cubic, tanh, atol=1e-6)
+    assert np.abs(cubic - exact).max() < 1e-3  # the known ~5e-4 approximation error
+    with pytest.raises(ValueError, match="form"):
+        kl.GELU("fast")
+
+
+def test_imagenet_normalization_maps_0_255_to_standard_scores():
+    layer = kl.ImageNetNormalization()
+    x = np.full((1, 2, 2, 3), 255.0 * np.array([0.485, 0.456, 0.406]), "float32")
+    np.testing.assert_allclose(layer(x), 0.0, atol=1e-5)
+    x = np.full((1, 1, 1, 3), 255.0, "float32")
+    expected = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x))[0, 0, 0], expected, rtol=1e-5)
+
+
+def test_pointwise_dense_equals_dense_on_4d_input():
+    x = np.random.rand(2, 3, 5, 4).astype("float32")
+    pointwise = kl.PointwiseDense(6, activation="gelu")
+    dense = keras.layers.Dense(6, activation="gelu")
+    pointwise.build(x.shape)
+    dense.build(x.shape)
+    dense.set_weights(pointwise.get_weights())
+    np.testing.assert_allclose(pointwise(x), dense(x), rtol=1e-5, atol=1e-6)
+
+
+def test_exportable_switch_builds_export_forms_and_restores_state():
+    assert not kl.is_exportable()
+    assert isinstance(kl.make_pointwise(4), kl.PointwiseDense)
+    with kl.exportable():
+        assert kl.is_exportable()
+        conv = kl.make_pointwise(4, activation="gelu")
+        assert isinstance(conv, keras.layers.Conv2D) and conv.kernel_size == (1, 1)
+        assert kl.make_gelu().form == "tanh_cubic"
+        with kl.exportable(gelu_form="exact"):
+            assert kl.make_gelu().form == "exact"
+        assert kl.make_gelu().form == "tanh_cubic"
+    assert not kl.is_exportable() and kl.make_gelu().form == "exact"
+    with pytest.raises(ValueError, match="gelu_form"):
+        kl.set_exportable(True, gelu_form="sigmoid")
+    with pytest.raises(ValueError, match="activation"):
+        kl.make_pointwise(4, activation="relu")
+
+
+@pytest.mark.parametrize("use_grn,layer_scale", [(False, 0.3), (True, None)])
+def test_convnext_block_layer_matches_the_builders_flat_block(use_grn, layer_scale):
+    from keras_visrec.convnext import _block
+
+    x = np.random.rand(2, 8, 8, 16).astype("float32")
+    inputs = keras.Input((8, 8, 16))
+    flat = keras.Model(inputs, _block(inputs, 16, prefix="b", drop_path=0.0, layer_scale=layer_scale, use_grn=use_grn))
+    block = kl.ConvNeXtBlock(layer_scale_init_value=layer_scale, use_grn=use_grn)
+    block.build(x.shape)
+    parts = ["depthwise_conv", "layernorm", "pointwise_conv_1", "pointwise_conv_2"]
+    parts += ["grn"] if use_grn else ["layer_scale"]
+    rng = np.random.default_rng(0)
+    for part in parts:
+        flat_layer = flat.get_layer(f"b_{part}")
+        values = [v + 0.1 * rng.normal(size=v.shape).astype("float32") for v in flat_layer.get_weights()]
+        flat_layer.set_weights(values)
+        getattr(block, part).set_weights(values)
+    np.testing.assert_allclose(block(x), flat(x), rtol=1e-5, atol=1e-5)
+    model, reloaded = _roundtrip(block, x)
+    np.testing.assert_allclose(reloaded(x), model(x), rtol=1e-6)
