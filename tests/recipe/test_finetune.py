@@ -1,0 +1,142 @@
+"""Transfer end to end on real data (scikit-learn's digits as an image folder), resume, scale-out."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_visrec
+from keras_visrec.recipe.cli import main
+from keras_visrec.recipe.finetune import finetune
+from keras_visrec.recipe.head import replace_head
+
+ACCURACY_BAR = 0.75  # held-out digits after 4 short epochs (chance: 0.10; measured ~0.86)
+TINY = ["--model", "convnext", "--depths", "1,1,1,1", "--dims", "16,32,64,128", "--image-size", "32"]
+LIGHT = ["--mixup", "0", "--cutmix", "0", "--no-randaugment", "--reprob", "0", "--no-random-crop",
+         "--drop-path", "0", "--head-init-scale", "1.0", "--lr", "4e-3", "--weight-decay", "0.05",
+         "--warmup-epochs", "1", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+    """scikit-learn's digits written as PNG files in the image_dataset_from_directory layout."""
+    Image = pytest.importorskip("PIL.Image")
+    from keras_visrec.data import load_digits_images
+
+    root = tmp_path_factory.mktemp("digits")
+    (x_train, y_train), (x_test, y_test) = load_digits_images(size=32)
+    for split, images, labels in (("train", x_train, y_train), ("val", x_test, y_test)):
+        for index, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / f"digit_{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.astype("uint8")).save(folder / f"{index}.png")
+    return root
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+class _Record(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.start_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self.start_weights = [np.array(w) for w in self.model.get_weights()]
+
+
+@pytest.mark.slow
+def test_cli_finetune_reaches_the_bar_and_resumes(digits_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["finetune", str(digits_folder / "train"), "--val-data", str(digits_folder / "val"),
+            "--output-dir", str(out), "--epochs", "4", *TINY, *LIGHT]
+    # First run: interrupted before its third epoch.
+    with pytest.raises(KeyboardInterrupt):
+        finetune("convnext", str(digits_folder / "train"), val_data=str(digits_folder / "val"), output_dir=str(out),
+                 depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), image_size=32, epochs=4, batch_size=64,
+                 learning_rate=4e-3, weight_decay=0.05, warmup_epochs=1, drop_path_rate=0.0, head_init_scale=1.0,
+                 mixup=0, cutmix=0, rand_augment=False, random_erasing=0, crop_scale=None, verbose=0,
+                 callbacks=[_Interrupt(2)])
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 2 and state["step"] == 2 * 22  # 1347 images / 64 = 22 steps per epoch
+    assert sorted(os.listdir(out)) == ["ckpt-0002.weights.h5", "state.json"]  # no temp files left
+
+    # Second run through the command line: continues at epoch 2, step 44.
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "resumed at epoch 2, step 44" in printed
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 4 and state["step"] == 4 * 22
+    assert len(state["history"]["val_accuracy"]) == 4
+    assert state["history"]["val_accuracy"][-1] > ACCURACY_BAR, state["history"]["val_accuracy"]
+    print("val_accuracy per epoch:", state["history"]["val_accuracy"])
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_two_cpus(digits_folder, tmp_path, two_cpu_strategy):
+    record = _Record()
+    result = finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path / "m"),
+                      depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), image_size=32, epochs=1, batch_size=64,
+                      learning_rate=2e-3, strategy=two_cpu_strategy, mixup=0.8, cutmix=1.0, rand_augment=True,
+                      random_erasing=0.25, crop_scale=(0.5, 1.0), ema=0.99, verbose=0, callbacks=[record])
+    assert result.final_step == 8  # 450 images / 64
+    assert record.start_step == 0
+    kernel = result.model.get_layer("convnext_head_dense").kernel
+    assert "Mirrored" in type(kernel.value).__name__ or hasattr(kernel.value, "values")
+    assert (tmp_path / "m" / "ckpt-0001.weights.h5").exists()
+
+
+def test_resume_dir_from_another_model_is_refused(digits_folder, tmp_path):
+    common = dict(image_size=32, epochs=1, batch_size=256, mixup=0, cutmix=0, rand_augment=False,
+                  random_erasing=0, crop_scale=None, verbose=0)
+    finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), depths=(1, 1, 1, 1),
+             dims=(8, 16, 32, 64), **common)
+    with pytest.raises(ValueError, match="Resume directory .* holds a run of model"):
+        finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), depths=(1, 1, 1, 1),
+                 dims=(8, 16, 32, 32 * 2 + 8), **common)
+
+
+def test_bad_inputs(digits_folder, tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.png").write_bytes(b"")
+    tiny = dict(output_dir=str(tmp_path / "o"), depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), image_size=32, epochs=1)
+    with pytest.raises(ValueError, match="no class subfolders"):
+        finetune("convnext", str(tmp_path / "flat"), **tiny)
+    with pytest.raises(ValueError, match="Unknown dataset 'mnistt'.*mnist"):
+        finetune("convnext", "mnistt", **tiny)
+    with pytest.raises(ValueError, match="classes`=7 disagrees .* has 10 classes"):
+        finetune("convnext", str(digits_folder / "val"), classes=7, **tiny)
+    with pytest.raises(ValueError, match="layer_decay"):
+        finetune("convnext", str(digits_folder / "val"), layer_decay=1.2, **tiny)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        finetune("convnext", str(digits_folder / "val"), mixed_precision="fp8", **tiny)
+    headless = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="output has 3 classes .* has 10"):
+        finetune(headless, str(digits_folder / "val"), **tiny)
+
+
+def test_replace_head_keeps_names_and_starts_small():
+    model = keras_visrec.ConvNeXt((1, 1, 1, 1), (8, 16, 32, 64), input_shape=(32, 32, 3), classes=1000, name="c")
+    new = replace_head(model, 7, head_init_scale=0.001, seed=0)
+    assert new.output_shape == (None, 7)
+    kernel = keras.ops.convert_to_numpy(new.get_layer("c_head_dense").kernel)
+    assert 0 < np.abs(kernel).max() <= 2 * 0.02 * 0.001 + 1e-12  # truncated normal: within 2 std
+    assert new.get_layer("c_stem_conv") is model.get_layer("c_stem_conv")
+    with pytest.raises(ValueError, match="classes"):
+        replace_head(model, 0)
+
+
+def test_mixed_bfloat16_option(digits_folder, tmp_path):
+    result = finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), depths=(1, 1, 1, 1),
+                      dims=(8, 16, 32, 64), image_size=32, epochs=1, batch_size=150, mixup=0, cutmix=0,
+                      rand_augment=False, random_erasing=0, crop_scale=None, mixed_precision="mixed_bfloat16",
+                      verbose=0)
+    assert result.model.get_layer("convnext_stem_conv").compute_dtype == "bfloat16"
+    assert result.model.get_layer("convnext_stem_conv").kernel.dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
