@@ -1,0 +1,127 @@
+"""export_tflite on tiny ConvNeXts: float parity, graph shape, folds, report, bad input."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_visrec
+from keras_visrec.tflite.export import export_tflite
+from keras_visrec.tflite.prepare import prepare_graph
+
+pytest.importorskip("ai_edge_litert")
+
+_DYNAMIC_OPS = {"SHAPE", "GATHER", "REDUCE_PROD", "PACK", "BATCH_MATMUL", "RESHAPE", "STRIDED_SLICE_DYNAMIC"}
+
+
+def _tiny(seed=1, **kwargs):
+    """A tiny ConvNeXt with non-trivial LayerNorm and layer-scale values, so folds are exercised."""
+    keras.utils.set_random_seed(seed)
+    kwargs.setdefault("classifier_activation", None)
+    model = keras_visrec.ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), input_shape=(32, 32, 3), classes=10,
+                                  layer_scale_init_value=0.5, **kwargs)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.LayerNormalization):
+            gamma, beta = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                               rng.normal(0, 0.2, beta.shape).astype("float32")])
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return _tiny()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+
+
+def test_fp32_export_matches_keras_with_static_conv_graph(tiny_model, images, tmp_path):
+    report = export_tflite(tiny_model, tmp_path / "tiny.tflite", validation_data=images)
+    assert report.agreement["max_abs_diff"] < 1e-4
+    assert report.agreement["top1_agreement"] == 1.0
+    ops = set(report.op_histogram)
+    assert not ops & _DYNAMIC_OPS, ops
+    assert "GELU" in ops and "CONV_2D" in ops
+    # every pointwise layer is a CONV_2D: stem + 3 downsampling + 2 per block
+    assert report.op_histogram["CONV_2D"] == 4 + 2 * 4
+    assert report.input_dtype == "float32"
+    runner = keras_visrec.load_tflite(report.path)
+    assert runner.input_shape == (1, 32, 32, 3)
+    folds = " ".join(report.folds)
+    assert "preprocessing" in folds and "layer scale" in folds and "block_0_layernorm scale/shift" in folds
+    assert report.xnnpack_fraction == 1.0, report.kernels
+
+
+def test_depthwise_split_is_exact_and_removes_large_kernels(tiny_model, images):
+    split = prepare_graph(tiny_model, layernorm="reduce", gelu="exact", depthwise="split")
+    single = prepare_graph(tiny_model, layernorm="reduce", gelu="exact", depthwise="single")
+    conv = prepare_graph(tiny_model, layernorm="conv", gelu="exact", depthwise="single")
+    expected = tiny_model.predict(images[:1], verbose=0)
+    for graph in (split, single, conv):
+        np.testing.assert_allclose(graph.function(images[:1]).numpy(), expected, atol=1e-4)
+    assert "row-band" in split.lowered["DepthwiseConv2D"]
+
+
+def test_report_prints_and_serialises(tiny_model, tmp_path):
+    report = export_tflite(tiny_model, tmp_path / "tiny.tflite", quantization="dynamic")
+    text = str(report)
+    assert "op type" in text and "CONV_2D" in text and "agreement with Keras" in text
+    data = json.loads(report.to_json(tmp_path / "report.json"))
+    assert data["quantization"] == "dynamic" and data["size_bytes"] == os.path.getsize(report.path)
+    assert json.load(open(tmp_path / "report.json"))["op_histogram"] == report.op_histogram
+    assert report.agreement["max_abs_diff"] < 0.1
+
+
+def test_fp16_export_is_smaller_and_close(tiny_model, images, tmp_path):
+    fp32 = export_tflite(tiny_model, tmp_path / "a.tflite", validation_data=images)
+    fp16 = export_tflite(tiny_model, tmp_path / "b.tflite", quantization="fp16", validation_data=images)
+    assert fp16.size_bytes < 0.7 * fp32.size_bytes
+    assert fp16.agreement["max_abs_diff"] < 1e-2
+
+
+def test_representative_data_forms_are_accepted(tiny_model, images, tmp_path):
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images)))).batch(4)
+    generator = (image for image in images)
+    for index, data in enumerate((dataset, generator)):
+        report = export_tflite(tiny_model, tmp_path / f"m{index}.tflite", quantization="int8",
+                               representative_data=data, calibration_samples=8)
+        assert report.agreement["samples"] == 8
+        assert report.input_dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(quantization="int4"), ValueError, "quantization"),
+        (dict(target="tpu"), ValueError, "target"),
+        (dict(target="edgetpu"), ValueError, "quantization='int8'"),
+        (dict(quantization="int8"), ValueError, "representative_data"),
+        (dict(quantization="int8", representative_data=np.zeros((4, 64, 64, 3))), ValueError, r"\(32, 32, 3\)"),
+        (dict(quantization="int8", representative_data=np.array([["a"]])), TypeError, "real-valued"),
+        (dict(quantization="int8", representative_data=42), TypeError, "representative_data"),
+        (dict(io_dtype="uint8"), ValueError, "io_dtype"),
+        (dict(layernorm="rms"), ValueError, "layernorm"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors_and_write_nothing(tiny_model, tmp_path, kwargs, error, match):
+    path = tmp_path / "bad.tflite"
+    with pytest.raises(error, match=match):
+        export_tflite(tiny_model, path, **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_output_directory_and_dynamic_model(tiny_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_tflite(tiny_model, tmp_path / "nope" / "m.tflite")
+    dynamic = keras_visrec.ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), include_top=False)
+    with pytest.raises(ValueError, match="static"):
+        export_tflite(dynamic, tmp_path / "m.tflite")
+    assert os.listdir(tmp_path) == []
