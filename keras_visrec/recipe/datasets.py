@@ -29,7 +29,7 @@ class ImageSource:
     Attributes:
         dataset: ``tf.data.Dataset`` of ``(uint8 image, int32 label)``.
         num_classes: int. Classes of the label space.
-        num_examples: int. Examples in the split.
+        num_examples: int or None. Examples in the split (None when tfds does not say).
         class_names: list of str (may be empty when the source has no names).
         description: str. Where it came from, for messages.
     """
@@ -104,13 +104,20 @@ def _tfds_source(name, split, data_dir, manual_dir):
     if manual_dir is not None:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     info = builder.info
-    if split not in info.splits:
+    if info.splits and split not in info.splits:  # empty before preparation (or under tfds mocks)
         raise ValueError(f"Dataset {name!r} has no split {split!r}; splits: {sorted(info.splits)}.")
     features = info.features
     if "image" not in features or "label" not in features:
         raise ValueError(f"Dataset {name!r} needs 'image' and 'label' features; it has {sorted(features)}.")
-    dataset = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()},
-                                 shuffle_files=False)
+    try:
+        dataset = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()},
+                                     shuffle_files=False)
+    except AssertionError as error:  # tfds' way of saying "not prepared"
+        raise FileNotFoundError(
+            f"tensorflow-datasets {name!r} is not prepared in {builder.data_dir!r}: download/prepare it, or "
+            "pass its manual download directory (manual_dir / --manual-dir; imagenet2012 needs "
+            f"ILSVRC2012_img_val.tar there). ({error})"
+        ) from error
 
     def decode(example):
         image = example["image"]
@@ -123,8 +130,8 @@ def _tfds_source(name, split, data_dir, manual_dir):
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     label = features["label"]
     names = list(label.names) if hasattr(label, "names") else []
-    return ImageSource(dataset, int(label.num_classes), int(info.splits[split].num_examples), names,
-                       f"tfds {name}[{split}]")
+    count = int(info.splits[split].num_examples) if info.splits else None
+    return ImageSource(dataset, int(label.num_classes), count, names, f"tfds {name}[{split}]")
 
 
 def load_image_source(source, split="train", data_dir=None, manual_dir=None):

@@ -111,7 +111,7 @@ def evaluate(model, data="imagenet2012", *, weights=None, split="validation", im
     total = source.num_examples
     if max_examples is not None:
         dataset = dataset.take(max_examples)
-        total = min(total, max_examples)
+        total = max_examples if total is None else min(total, max_examples)
     dataset = dataset.map(
         lambda image, label: (eval_transform(image, image_size, crop_pct, normalize, pass_order), label),
         num_parallel_calls=tf.data.AUTOTUNE,

@@ -269,6 +269,8 @@ def finetune(model, data, *, output_dir, val_data=None, weights=None, classes=No
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}.")
     train_source = load_image_source(data, train_split, data_dir, manual_dir)
+    if train_source.num_examples is None:
+        raise ValueError(f"{train_source.description}: tensorflow-datasets does not report its size; prepare it first.")
     num_classes = train_source.num_classes
     if classes is not None and classes != num_classes:
         raise ValueError(
