@@ -315,7 +315,7 @@ def assign_state_dict(model, converted, *, include_top, prefix=None, source="che
             value = _fit(value, variable.shape)
             if tuple(value.shape) != tuple(variable.shape):
                 hint = ""
-                if suffix == "head_dense":
+                if suffix == "head_dense" and value.shape[0] == tuple(variable.shape)[0]:
                     hint = f" (the checkpoint's head has {value.shape[-1]} classes: pass classes={value.shape[-1]})"
                 mismatched.append(f"{key} → {name}/{slot}: checkpoint {tuple(value.shape)}, model "
                                   f"{tuple(variable.shape)}{hint}")

@@ -1,0 +1,69 @@
+"""The ``convert`` command: single file (summary, parity, atomic output), batch + manifest, errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_visrec.converters.cli import main
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fixtures")
+
+
+def test_errors_exit_non_zero_and_name_the_problem(tmp_path, capsys):
+    out = tmp_path / "x.weights.h5"
+    assert main([os.path.join(FIXTURES, "official_v1.pth"), "--arch", "convnext_atto", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "official_v1.pth" in err and "shape mismatch" in err
+    assert not out.exists() and os.listdir(tmp_path) == []
+    assert main([os.path.join(FIXTURES, "official_v1.pth"), "--arch", "convnext_atto", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert main([str(tmp_path / "missing.pth"), "--arch", "convnext_atto", "-o", str(out)]) == 1
+    assert "missing.pth" in capsys.readouterr().err
+
+
+def test_umbrella_cli_registers_convert():
+    from keras_visrec.cli import build_parser
+
+    args = build_parser().parse_args(["convert", "a.pth", "--arch", "convnext_atto", "-o", "a.weights.h5"])
+    assert args.func.__module__ == "keras_visrec.converters.cli"
+
+
+@pytest.mark.slow
+def test_convert_and_batch_with_parity(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("torch_convnext", os.path.join(FIXTURES, "torch_convnext.py"))
+    tc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tc)
+    reference = tc.randomise(tc.ConvNeXtRef((2, 2, 6, 2), (40, 80, 160, 320), 1000, layer_scale=False, grn=True), 3)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    source = downloads / "convnextv2_atto_1k_224_ema.pt"  # the catalogue entry's file name
+    torch.save({"model": reference.state_dict()}, source)
+
+    out = tmp_path / "atto.weights.h5"
+    assert main([str(source), "--arch", "convnext_v2_atto", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "layout: official" in printed and "parity vs PyTorch" in printed
+    parity = float(printed.split("(max abs logits): ")[1].split()[0])
+    assert parity <= 1e-4
+    import keras_visrec
+
+    model = keras_visrec.ConvNeXtV2Atto(weights=str(out), include_preprocessing=False, classifier_activation=None)
+    x = np.random.RandomState(0).randn(1, 224, 224, 3).astype("float32")
+    with torch.no_grad():
+        ref, _ = reference.eval()(torch.from_numpy(x).permute(0, 3, 1, 2))
+    assert np.abs(np.asarray(model(x, training=False)) - ref.numpy()).max() <= 1e-4
+
+    monkeypatch.delenv("KERAS_VISREC_ALLOW_UNVERIFIED", raising=False)
+    batch = ["--batch", "convnext_v2_atto.fb_fcmae_ft_in1k", "--from-dir", str(downloads), "--output-dir",
+             str(tmp_path / "artefacts"), "--no-check"]
+    assert main(batch) == 1  # no published hash: needs the explicit opt-in
+    assert main(batch + ["--allow-unverified"]) == 0
+    lines = (tmp_path / "artefacts" / "manifest.jsonl").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["id"] == "convnext_v2_atto.fb_fcmae_ft_in1k" and len(record["sha256"]) == 64
+    assert record["source_sha256_published"] is False and record["params"] == 3_708_400
+    assert (tmp_path / "artefacts" / record["file"]).exists()
