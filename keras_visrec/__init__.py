@@ -38,6 +38,9 @@ _LAZY = {
     "get_model": "keras_visrec.registry",
     # --- weights: PyTorch checkpoints, converters, zoo ---
     "load_pytorch_checkpoint": "keras_visrec.converters.pytorch_reader",
+    "load_checkpoint_into_model": "keras_visrec.converters.loading",
+    "list_weights": "keras_visrec.zoo",
+    "fetch_weights": "keras_visrec.zoo",
     # --- TFLite export and runtime ---
     "export_tflite": "keras_visrec.tflite.export",
     "load_tflite": "keras_visrec.tflite.runtime",
