@@ -335,5 +335,5 @@ def assign_state_dict(model, converted, *, include_top, prefix=None, source="che
         raise KeyMismatchError("\n".join(parts))
     for _, values in plan:
         for variable, value in values:
-            variable.assign(value.astype(variable.dtype))
+            variable.assign(value.astype(variable.dtype, copy=False))
     return {"assigned": [name for name, _ in plan], "ignored": ignored}

@@ -507,11 +507,22 @@ def _materialise(tensor, storages):
     flat = storages[tensor.storage.key]
     if not all(tensor.size):
         return np.zeros(tensor.size, dtype=flat.dtype)
+    numel = int(np.prod(tensor.size))
+    if tensor.offset == 0 and numel == flat.size and tensor.stride == _contiguous_strides(tensor.size):
+        return flat.reshape(tensor.size)  # the common case: the tensor owns its storage, no copy
     itemsize = flat.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         flat[tensor.offset:], shape=tensor.size, strides=[s * itemsize for s in tensor.stride], writeable=False
     )
     return np.array(view, dtype=flat.dtype.newbyteorder("="), copy=True)
+
+
+def _contiguous_strides(size):
+    strides, step = [], 1
+    for dim in reversed(size):
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(strides))
 
 
 def _to_numpy(obj, storages, path):
