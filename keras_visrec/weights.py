@@ -83,6 +83,14 @@ def validate_weights_argument(weights, *, arch, include_top, classes):
             f"Zoo weights {detail.id!r} are for {detail.arch!r}, not {arch!r}. "
             f"Use keras_visrec.get_model({detail.arch!r}, weights={detail.id!r})."
         )
+    from keras_visrec.zoo.download import UNVERIFIED_ENV, _unverified_allowed
+
+    if not detail.verified and not _unverified_allowed(False):
+        raise ValueError(
+            f"Zoo weights {detail.id!r} have no published sha256 ({detail.sha256_source}) and load only with an "
+            f"explicit opt-in: set {UNVERIFIED_ENV}=1, or pass the path returned by "
+            f"keras_visrec.fetch_weights({detail.id!r}, allow_unverified=True) as `weights=`."
+        )
     if include_top and classes != detail.classes:
         raise ValueError(
             f"Zoo weights {detail.id!r} have a {detail.classes}-class head; pass classes={detail.classes} "

@@ -120,7 +120,14 @@ def test_bad_weights_values(weights, error, match):
         keras_visrec.ConvNeXtAtto(weights=weights)
 
 
-def test_zoo_id_for_another_arch_and_class_count():
+def test_unverified_zoo_id_needs_opt_in_before_building(monkeypatch):
+    monkeypatch.delenv("KERAS_VISREC_ALLOW_UNVERIFIED", raising=False)
+    with pytest.raises(ValueError, match="no published sha256"):
+        keras_visrec.ConvNeXtV2Atto(weights="convnext_v2_atto.fb_fcmae_ft_in1k")
+
+
+def test_zoo_id_for_another_arch_and_class_count(monkeypatch):
+    monkeypatch.setenv("KERAS_VISREC_ALLOW_UNVERIFIED", "1")
     with pytest.raises(ValueError, match="are for 'convnext_tiny'"):
         keras_visrec.ConvNeXtSmall(weights="convnext_tiny.fb_in1k")
     with pytest.raises(ValueError, match="classes=21841"):
