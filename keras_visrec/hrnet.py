@@ -79,10 +79,12 @@ class HRNetOps:
             application of a convolution (ADP-C masking); `None` applies it densely.
         conv_class: the Conv2D class created for new convolutions (ADP-C passes its
             ``MaskedConv2D`` for masked segments).
+        bn_momentum: float. Keras BatchNormalization momentum. Defaults to `0.99` (PyTorch's 0.01).
     """
 
-    def __init__(self, prefix, layers=None, conv_hook=None, conv_class=None):
+    def __init__(self, prefix, layers=None, conv_hook=None, conv_class=None, bn_momentum=BN_MOMENTUM):
         self.prefix = prefix
+        self.bn_momentum = bn_momentum
         self.building = layers is None
         self.layers = {} if layers is None else layers
         self.conv_hook = conv_hook
@@ -111,7 +113,7 @@ class HRNetOps:
 
     def bn(self, x, name):
         return self.get(name, lambda n: keras.layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=n))(x)
+            epsilon=BN_EPSILON, momentum=self.bn_momentum, name=n))(x)
 
     def relu(self, x, name):
         return self.get(name, lambda n: keras.layers.ReLU(name=n))(x)

@@ -18,7 +18,7 @@ from keras import ops as kops
 from keras_visrec.adpc.exits import EXIT_TYPES, make_exit
 from keras_visrec.adpc.layers import MaskedConv2D
 from keras_visrec.adpc.masking import MaskHook, confidence_mask, validate_mode, validate_threshold
-from keras_visrec.hrnet import (HRNetOps, _validate_input_shape, exit_input, hrnet_backbone, seg_head,
+from keras_visrec.hrnet import (BN_MOMENTUM, HRNetOps, _validate_input_shape, exit_input, hrnet_backbone, seg_head,
                                 validate_config)
 
 __all__ = ["AnytimeHRNet", "NUM_EXITS", "default_exit_width"]
@@ -35,10 +35,11 @@ def _exit_name(k):
     return "last_layer" if k == NUM_EXITS else f"exit{k}"
 
 
-def build_anytime_network(config, classes, exit_type, exit_width, name, input_shape=None, input_tensor=None):
+def build_anytime_network(config, classes, exit_type, exit_width, name, input_shape=None, input_tensor=None,
+                          bn_momentum=BN_MOMENTUM):
     """The functional, unmasked network with the four exits as outputs (layers named for ADP-C)."""
     inputs = input_tensor if input_tensor is not None else keras.Input(input_shape or (None, None, 3))
-    ops = HRNetOps(name)
+    ops = HRNetOps(name, bn_momentum=bn_momentum)
     outputs = list(_exit_stream(ops, inputs, config, classes, exit_type, exit_width))
     return keras.Model(inputs, outputs, name=name)
 
@@ -72,6 +73,8 @@ class AnytimeHRNet(keras.Model):
         dense_above: float. Sparse mode runs a conv densely when more than this share of its tiles
             is active. Defaults to `0.6`.
         input_shape: optional ``(height, width, 3)``, sides divisible by 32.
+        bn_momentum: float. Keras BatchNormalization momentum. Defaults to `0.99` (the paper's
+            PyTorch 0.01); short runs want less (e.g. 0.9) for usable moving statistics.
         name: str. Model name and layer prefix. Defaults to ``adpc_hrnetv2_<backbone>``.
 
     Examples:
@@ -84,7 +87,7 @@ class AnytimeHRNet(keras.Model):
     """
 
     def __init__(self, backbone="w48", classes=19, exit_type="rh", exit_width=None, threshold=0.998,
-                 mode="dense", tile=8, dense_above=0.6, input_shape=None, name=None, **kwargs):
+                 mode="dense", tile=8, dense_above=0.6, input_shape=None, bn_momentum=BN_MOMENTUM, name=None, **kwargs):
         config = validate_config(backbone)
         if exit_type not in EXIT_TYPES:
             raise ValueError(f"`exit_type` must be one of {EXIT_TYPES}; received exit_type={exit_type!r}.")
@@ -106,7 +109,10 @@ class AnytimeHRNet(keras.Model):
         self.tile = int(tile)
         self.dense_above = float(dense_above)
         self.input_shape_arg = None if input_shape is None else tuple(input_shape)
-        self.network = build_anytime_network(config, classes, exit_type, exit_width, name, shape)
+        self.bn_momentum = float(bn_momentum)
+        self.network = build_anytime_network(config, classes, exit_type, exit_width, name, shape,
+                                             bn_momentum=self.bn_momentum)
+        self._compiled = {}
         self._layer_map = {layer.name: layer for layer in self.network.layers}
         self.last_hooks = []
 
@@ -156,10 +162,32 @@ class AnytimeHRNet(keras.Model):
         return [{size: float(kops.convert_to_numpy(kops.mean(mask))) for size, mask in hook._cache.items()}
                 for hook in self.last_hooks]
 
+    def compiled_anytime(self, mode=None, threshold=None):
+        """A cached ``tf.function``: ``fn(images) -> (exit logits list, computed shares)``.
+
+        ``computed shares`` is a list (segments 2–4) of ``{"HxW": share}``; empty when
+        ``mode == "none"``. This is the fast inference path (graph mode).
+        """
+        import tensorflow as tf
+
+        mode = validate_mode(mode or self.mode)
+        threshold = self.threshold if threshold is None else validate_threshold(threshold)
+        key = (mode, threshold)
+        if key not in self._compiled:
+            def run(images):
+                outputs = self.anytime(images, mode=mode, threshold=threshold)
+                shares = [] if mode == "none" else [
+                    {f"{h}x{w}": kops.mean(mask) for (h, w), mask in hook._cache.items()} for hook in self.last_hooks]
+                return outputs, shares
+
+            self._compiled[key] = tf.function(run, reduce_retracing=True)
+        return self._compiled[key]
+
     def get_config(self):
         return {
             "backbone": self.backbone, "classes": self.classes, "exit_type": self.exit_type,
             "exit_width": self.exit_width, "threshold": self.threshold, "mode": self.mode, "tile": self.tile,
             "dense_above": self.dense_above, "input_shape": self.input_shape_arg, "name": self.name,
+            "bn_momentum": self.bn_momentum,
             "trainable": self.trainable,
         }
