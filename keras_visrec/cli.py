@@ -30,7 +30,7 @@ def build_parser():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            if error.name != module_name:
+            if error.name is None or not module_name.startswith(error.name):
                 raise
             continue  # a part of the package not present in this checkout
         module.register(subparsers)
