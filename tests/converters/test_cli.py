@@ -57,6 +57,12 @@ def test_convert_and_batch_with_parity(tmp_path, capsys, monkeypatch):
         ref, _ = reference.eval()(torch.from_numpy(x).permute(0, 3, 1, 2))
     assert np.abs(np.asarray(model(x, training=False)) - ref.numpy()).max() <= 1e-4
 
+    saved = tmp_path / "atto.keras"  # a full Keras model: preprocessing in, softmax out
+    assert main([str(source), "--arch", "convnext_v2_atto", "-o", str(saved), "--no-check"]) == 0
+    reloaded = keras_visrec.ConvNeXtV2Atto(weights=str(saved), include_preprocessing=False,
+                                           classifier_activation=None)
+    assert np.abs(np.asarray(reloaded(x, training=False)) - ref.numpy()).max() <= 1e-4
+
     monkeypatch.delenv("KERAS_VISREC_ALLOW_UNVERIFIED", raising=False)
     batch = ["--batch", "convnext_v2_atto.fb_fcmae_ft_in1k", "--from-dir", str(downloads), "--output-dir",
              str(tmp_path / "artefacts"), "--no-check"]
