@@ -46,6 +46,14 @@ _LAZY = {
     "load_tflite": "keras_visrec.tflite.runtime",
     # --- ADP-C / HRNet ---
     # --- pruning / CIFAR nets ---
+    **{name: "keras_visrec.cifar" for name in (
+        "VGG16CIFAR", "VGG19CIFAR", "ResNet56CIFAR", "ResNet110CIFAR", "PreResNet164CIFAR", "DenseNet40CIFAR",
+        "CIFARVGG", "CIFARResNet", "CIFARPreResNet", "CIFARDenseNet",
+    )},
+    **{name: "keras_visrec.pruning" for name in (
+        "prune_channels", "channel_groups", "l1_prune", "network_slimming", "add_bn_sparsity",
+        "magnitude_prune", "run_study",
+    )},
     # --- fine-tuning recipe and evaluation ---
     **{name: "keras_visrec.recipe" for name in (
         "finetune", "evaluate", "convnext_adamw", "LayerDecayAdamW", "WarmupCosine", "replace_head",
