@@ -567,14 +567,33 @@ def _read_zip(path):
                 )
             buffer = bytearray(nbytes)
             try:
-                with archive.open(info) as stream:
-                    got = stream.readinto(memoryview(buffer))
+                got = _read_member_into(archive, info, path, buffer)
             except (zipfile.BadZipFile, OSError, EOFError) as error:
                 raise CheckpointError(f"{path}: cannot read storage {member!r} ({error}).") from None
             if got != nbytes:
                 raise CheckpointError(f"{path}: storage {member!r} is truncated ({got} of {nbytes} bytes).")
             storages[key] = _decode_storage(buffer, ref, path)
     return _to_numpy(obj, storages, path)
+
+
+def _read_member_into(archive, info, path, buffer):
+    """Reads a zip member into ``buffer``; stored (uncompressed) members go straight from the file.
+
+    ``torch.save`` stores storages uncompressed; reading them with one ``readinto`` at their
+    offset avoids the intermediate ``bytes`` objects of ``ZipFile.open``, keeping peak memory
+    close to the tensors' own size.
+    """
+    if info.compress_type != zipfile.ZIP_STORED:
+        with archive.open(info) as stream:
+            return stream.readinto(memoryview(buffer))
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        header = handle.read(30)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            raise CheckpointError(f"{path}: bad local header for {info.filename!r}.")
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        return handle.readinto(memoryview(buffer))
 
 
 def _read_legacy(path):
