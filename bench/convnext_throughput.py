@@ -71,10 +71,10 @@ def main():
     parser.add_argument("--skip-train", action="store_true")
     args = parser.parse_args()
 
+    import keras_visrec  # first: it enables TensorFlow's oneDNN rewrites before TF starts
+
     import keras
     import tensorflow as tf
-
-    import keras_visrec
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.batch, 224, 224, 3)).astype("float32")
