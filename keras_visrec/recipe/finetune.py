@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 
 import keras
@@ -144,7 +145,7 @@ class _AtomicCheckpoint(keras.callbacks.Callback):
         tmp = os.path.join(directory, f".tmp-{name}")
         self.model.save_weights(tmp)  # every worker takes part in reading distributed variables
         if not self.chief:
-            os.remove(tmp)
+            shutil.rmtree(directory, ignore_errors=True)
             return
         os.replace(tmp, os.path.join(directory, name))
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -192,7 +193,7 @@ def _train_pipeline(source, num_classes, image_size, batch_size, augment, mixing
     def prepare(image, label):
         x = augment(image)
         if normalize:
-            x = eval_transform_normalize(x)
+            x = _normalize(x)
         return x, tf.one_hot(label, num_classes)
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
@@ -201,7 +202,7 @@ def _train_pipeline(source, num_classes, image_size, batch_size, augment, mixing
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_transform_normalize(x):
+def _normalize(x):
     """ImageNet mean/std on 0–255 float pixels (for models without in-model preprocessing)."""
     from keras_visrec.layers.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 

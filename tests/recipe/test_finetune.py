@@ -9,7 +9,7 @@ import pytest
 
 import keras_visrec
 from keras_visrec.recipe.cli import main
-from keras_visrec.recipe.finetune import finetune
+from keras_visrec.recipe.finetune import build_model, finetune
 from keras_visrec.recipe.head import replace_head
 
 ACCURACY_BAR = 0.75  # held-out digits after 4 short epochs (chance: 0.10; measured ~0.86)
@@ -48,7 +48,7 @@ class _Interrupt(keras.callbacks.Callback):
 class _Record(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.start_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self.start_weights = [np.array(w) for w in self.model.get_weights()]
+        self.start_stem = keras.ops.convert_to_numpy(self.model.get_layer("convnext_stem_conv").kernel)
 
 
 @pytest.mark.slow
@@ -67,10 +67,25 @@ def test_cli_finetune_reaches_the_bar_and_resumes(digits_folder, tmp_path, capsy
     assert state["epoch"] == 2 and state["step"] == 2 * 22  # 1347 images / 64 = 22 steps per epoch
     assert sorted(os.listdir(out)) == ["ckpt-0002.weights.h5", "state.json"]  # no temp files left
 
-    # Second run through the command line: continues at epoch 2, step 44.
+    # Second run through the command line: continues at epoch 2, step 44, stops after epoch 3.
+    args[args.index("--epochs") + 1] = "3"
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "resumed at epoch 2, step 44" in printed
+    assert json.loads((out / "state.json").read_text())["epoch"] == 3
+
+    # Third run (Python entry point): starts from exactly the checkpoint's weights and step.
+    saved = build_model("convnext", classes=10, image_size=32, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
+    saved.load_weights(out / "ckpt-0003.weights.h5")
+    saved_stem = keras.ops.convert_to_numpy(saved.get_layer("convnext_stem_conv").kernel)
+    record = _Record()
+    result = finetune("convnext", str(digits_folder / "train"), val_data=str(digits_folder / "val"),
+                      output_dir=str(out), depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), image_size=32, epochs=4,
+                      batch_size=64, learning_rate=4e-3, weight_decay=0.05, warmup_epochs=1, drop_path_rate=0.0,
+                      head_init_scale=1.0, mixup=0, cutmix=0, rand_augment=False, random_erasing=0,
+                      crop_scale=None, verbose=0, callbacks=[record])
+    assert (result.initial_epoch, result.start_step, record.start_step) == (3, 66, 66)
+    np.testing.assert_array_equal(record.start_stem, saved_stem)
     state = json.loads((out / "state.json").read_text())
     assert state["epoch"] == 4 and state["step"] == 4 * 22
     assert len(state["history"]["val_accuracy"]) == 4
@@ -90,16 +105,6 @@ def test_mirrored_strategy_two_cpus(digits_folder, tmp_path, two_cpu_strategy):
     kernel = result.model.get_layer("convnext_head_dense").kernel
     assert "Mirrored" in type(kernel.value).__name__ or hasattr(kernel.value, "values")
     assert (tmp_path / "m" / "ckpt-0001.weights.h5").exists()
-
-
-def test_resume_dir_from_another_model_is_refused(digits_folder, tmp_path):
-    common = dict(image_size=32, epochs=1, batch_size=256, mixup=0, cutmix=0, rand_augment=False,
-                  random_erasing=0, crop_scale=None, verbose=0)
-    finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), depths=(1, 1, 1, 1),
-             dims=(8, 16, 32, 64), **common)
-    with pytest.raises(ValueError, match="Resume directory .* holds a run of model"):
-        finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), depths=(1, 1, 1, 1),
-                 dims=(8, 16, 32, 32 * 2 + 8), **common)
 
 
 def test_bad_inputs(digits_folder, tmp_path):
@@ -132,11 +137,32 @@ def test_replace_head_keeps_names_and_starts_small():
         replace_head(model, 0)
 
 
-def test_mixed_bfloat16_option(digits_folder, tmp_path):
-    result = finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), depths=(1, 1, 1, 1),
-                      dims=(8, 16, 32, 64), image_size=32, epochs=1, batch_size=150, mixup=0, cutmix=0,
-                      rand_augment=False, random_erasing=0, crop_scale=None, mixed_precision="mixed_bfloat16",
-                      verbose=0)
+def test_mixed_bfloat16_and_a_resume_dir_from_another_model(digits_folder, tmp_path):
+    common = dict(image_size=32, epochs=1, batch_size=150, mixup=0, cutmix=0, rand_augment=False,
+                  random_erasing=0, crop_scale=None, verbose=0, depths=(1, 1, 1, 1))
+    result = finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), dims=(8, 16, 32, 64),
+                      mixed_precision="mixed_bfloat16", **common)
     assert result.model.get_layer("convnext_stem_conv").compute_dtype == "bfloat16"
     assert result.model.get_layer("convnext_stem_conv").kernel.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+    with pytest.raises(ValueError, match="Resume directory .* holds a run of model"):
+        finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), dims=(8, 16, 32, 72), **common)
+
+
+def test_only_the_chief_writes_checkpoints_under_multiworker():
+    import types
+
+    import tensorflow as tf
+
+    from keras_visrec.recipe.finetune import _is_chief
+
+    def strategy(task_type, task_id, jobs):
+        spec = tf.train.ClusterSpec({job: [f"localhost:{2000 + i}" for i in range(n)] for job, n in jobs.items()})
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, task_type=task_type, task_id=task_id)
+        return types.SimpleNamespace(cluster_resolver=resolver)
+
+    assert _is_chief(tf.distribute.get_strategy())
+    assert _is_chief(strategy("worker", 0, {"worker": 2}))
+    assert not _is_chief(strategy("worker", 1, {"worker": 2}))
+    assert _is_chief(strategy("chief", 0, {"chief": 1, "worker": 2}))
+    assert not _is_chief(strategy("worker", 0, {"chief": 1, "worker": 2}))
