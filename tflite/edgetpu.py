@@ -88,7 +88,7 @@ def check_edgetpu(ops):
         floats = sorted({d for d in data_types if d not in _INTEGER})
         if floats:
             reasons.append(f"not 8-bit quantized ({', '.join(floats)} tensors)")
-        for shape in op.input_shapes + op.output_shapes:
+        for shape in op.input_shapes[:1] + op.output_shapes:  # activations (not weight tensors)
             if len(shape) > 3 and any(d > 1 for d in shape[:-3]):
                 reasons.append(f"tensor shape {shape}: only the 3 innermost dimensions may exceed 1")
                 break

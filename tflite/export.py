@@ -103,7 +103,7 @@ def export_tflite(
 
         report.edgetpu = check_edgetpu(report.ops)
     _write_atomically(path, content)
-    report.agreement = _agreement(model, path, validation)
+    report.agreement = _agreement(model, path, validation, xnnpack=not report.xnnpack_refused)
     if target == "edgetpu" and compile_edgetpu:
         from keras_visrec.tflite.edgetpu import run_edgetpu_compiler
 
@@ -186,7 +186,8 @@ def _is_tensor(value):
 def _convert(function, quantization, target, io_dtype, calibration, verbose):
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    # trackable_obj: the non-deprecated path, which also writes the "serving_default" signature
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable_obj=tf.Module())
     if quantization == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -257,12 +258,12 @@ def _write_atomically(path, content):
             os.remove(tmp)
 
 
-def _agreement(model, path, images):
+def _agreement(model, path, images, *, xnnpack=True):
     """Compares the written file with the Keras model on ``images``."""
     from keras_visrec.tflite.runtime import load_tflite
 
     expected = np.asarray(model.predict(images, batch_size=16, verbose=0))
-    runner = load_tflite(path, num_threads=2)
+    runner = load_tflite(path, num_threads=2, xnnpack=xnnpack)
     got = runner.predict(images)
     if isinstance(got, list) or expected.shape != got.shape:
         return {"samples": int(len(images)), "note": "outputs not comparable (several outputs or shapes differ)"}

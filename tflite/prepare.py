@@ -68,16 +68,16 @@ class PreparedGraph:
 def resolve_forms(target, quantization, layernorm="auto", gelu="auto", depthwise="auto"):
     """Picks the LayerNorm, GELU and depthwise forms for a target: ``(layernorm, gelu, depthwise)``.
 
-    ``auto`` keeps the builtin ops where they are fastest (float on CPU/GPU) and switches to the
-    conv-mean LayerNorm and the unfused tanh GELU where int8 kernels or the Edge TPU need them.
+    ``auto``: on CPU the builtin GELU and ``MEAN``-based LayerNorm (XNNPACK takes int8 ``MEAN``
+    over channels; its 1-output-channel conv is slower) with split depthwise kernels; on the Edge
+    TPU the conv-mean LayerNorm and the unfused tanh GELU, which its op table needs.
     """
     if layernorm not in LAYERNORM_CHOICES:
         raise ValueError(f"`layernorm` must be one of {LAYERNORM_CHOICES}; received layernorm={layernorm!r}.")
     if gelu not in GELU_CHOICES:
         raise ValueError(f"`gelu` must be one of {GELU_CHOICES}; received gelu={gelu!r}.")
-    integer = quantization == "int8" or target == "edgetpu"
-    if layernorm == "auto":
-        layernorm = "conv" if integer else "reduce"
+    if layernorm == "auto":  # int8 MEAN over channels is XNNPACK's; the Edge TPU maps MEAN over x/y only
+        layernorm = "conv" if target == "edgetpu" else "reduce"
     if depthwise not in DEPTHWISE_CHOICES:
         raise ValueError(f"`depthwise` must be one of {DEPTHWISE_CHOICES}; received depthwise={depthwise!r}.")
     if gelu == "auto":

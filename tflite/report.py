@@ -77,6 +77,7 @@ class ExportReport:
     compiler: object = None
     problems: list = dataclasses.field(default_factory=list)
     precision: list = dataclasses.field(default_factory=list)
+    xnnpack_refused: bool = False
 
     def to_dict(self):
         data = dataclasses.asdict(self)
@@ -108,8 +109,12 @@ class ExportReport:
         for op, row in sorted(self.kernels.items(), key=lambda item: -item[1]["count"]):
             lines.append(f"  {op:<26} {row['count']:>5}  {row['xnnpack']:>7}  {row['builtin']:>7}  "
                          f"{','.join(row['dtypes'])}")
-        for fold in self.folds:
-            lines.append(f"  fold: {fold}")
+        if self.folds:
+            kinds = {}
+            for fold in self.folds:
+                kind = fold.split("(")[-1].rstrip(")") if "(" in fold else "layernorm scale/shift"
+                kinds[kind] = kinds.get(kind, 0) + 1
+            lines.append("  exact folds: " + ", ".join(f"{count}x {kind}" for kind, count in kinds.items()))
         for note in self.precision:
             lines.append(f"  precision: {note}")
         for problem in self.problems:
@@ -168,12 +173,9 @@ def read_ops(model_content, *, with_xnnpack=True):
             inputs=ins, outputs=outs, constants=_op_constants(plain, details["op_name"], ins),
         ))
     if with_xnnpack and resolver:
-        try:
-            delegated = _xnnpack_nodes(model_content, interpreter_cls, resolver["default"], len(ops))
-        except RuntimeError:  # XNNPACK refused the graph at prepare time: nothing is delegated
-            delegated = set()
+        delegated = _xnnpack_nodes(model_content, interpreter_cls, resolver["default"], len(ops))
         for op in ops:
-            op.xnnpack = op.index in delegated
+            op.xnnpack = delegated is not None and op.index in delegated
     return ops
 
 
@@ -207,11 +209,41 @@ def _resolver_types():
     }
 
 
+_PROBE = """
+import json, sys
+from {module} import Interpreter, OpResolverType
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=1,
+                          experimental_op_resolver_type=OpResolverType.AUTO)
+interpreter.allocate_tensors()
+print(json.dumps([[d["op_name"], [int(t) for t in d["inputs"]], [int(t) for t in d["outputs"]]]
+                  for d in interpreter._get_ops_details()]))
+"""
+
+
 def _xnnpack_nodes(model_content, interpreter_cls, kwargs, count):
-    """Indices of original nodes replaced by delegate nodes (walk back from each delegate's outputs)."""
-    interpreter = interpreter_cls(model_content=model_content, num_threads=1, **kwargs)
-    interpreter.allocate_tensors()
-    details = interpreter._get_ops_details()
+    """Indices of original nodes replaced by delegate nodes (walk back from each delegate's outputs).
+
+    XNNPACK is applied in a child process: on some graphs it aborts the process while preparing
+    (seen with uint8 graphs holding 1e-6 layer scales), which no ``try`` can catch. Returns
+    None when it could not take the graph.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    module = interpreter_cls.__module__
+    with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as handle:
+        handle.write(model_content)
+    try:
+        result = subprocess.run([sys.executable, "-c", _PROBE.format(module=module), handle.name],
+                                capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        os.remove(handle.name)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    if result.returncode != 0 or not lines:
+        return None
+    details = [{"index": i, "op_name": name, "inputs": ins, "outputs": outs}
+               for i, (name, ins, outs) in enumerate(json.loads(lines[-1]))]
     producer = {}
     for node in details[:count]:
         for tensor in node["outputs"]:
@@ -272,8 +304,9 @@ def analyze_tflite(path, *, quantization="?", target="?", model_content=None):
         xnnpack_fraction=float(np.mean([op.xnnpack for op in ops])) if ops else 0.0,
     )
     if ops and not any(op.xnnpack for op in ops) and _resolver_types():
-        report.problems.append("XNNPACK delegates no node of this graph (it may have refused the graph at "
-                               "prepare time); LiteRT runs it on builtin kernels")
+        report.xnnpack_refused = True
+        report.problems.append("XNNPACK takes no node of this graph (it refused or aborted while preparing it); "
+                               "load it with load_tflite(..., xnnpack=False) to run on builtin kernels")
     if quantization == "int8":
         floats = sorted({op.op for op in ops if op.dtype == "float32" and op.op not in ("QUANTIZE", "DEQUANTIZE")})
         if floats:

@@ -199,7 +199,7 @@ def _dequantize(y, detail):
     return ((np.asarray(y, "float32") - zero) * scale).astype("float32")
 
 
-def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None):
+def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None, xnnpack=True):
     """Loads a ``.tflite`` file into a :class:`TFLiteRunner`.
 
     Args:
@@ -208,6 +208,8 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None):
         num_threads: int or None. CPU threads for the interpreter (None: the backend's default).
         edgetpu: bool. Load the Edge TPU delegate (``libedgetpu.so.1``). Defaults to `False`.
         backend: str or None. Force one of `BACKENDS`. Defaults to the first installed.
+        xnnpack: bool. Apply LiteRT's default XNNPACK delegate (False: builtin kernels only).
+            Defaults to `True`.
 
     Returns:
         A :class:`TFLiteRunner` with `predict(x)` and `benchmark()`.
@@ -238,6 +240,10 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None):
     kwargs = {"model_path": path, "num_threads": num_threads}
     if delegates:
         kwargs["experimental_delegates"] = delegates
+    if not xnnpack:
+        plain = _without_default_delegates(name)
+        if plain is not None:
+            kwargs["experimental_op_resolver_type"] = plain
     try:
         interpreter = interpreter_cls(**kwargs)
         interpreter.allocate_tensors()
@@ -248,7 +254,7 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None):
         # XNNPACK refuses some graphs at prepare time (e.g. extreme requantization scales):
         # run on the builtin kernels instead of failing.
         plain = _without_default_delegates(name)
-        if delegates or "XNNPACK" not in str(error) or plain is None:
+        if delegates or not xnnpack or "XNNPACK" not in str(error) or plain is None:
             raise RuntimeError(f"Could not prepare TFLite model {path!r}: {error}") from error
         warnings.warn(f"XNNPACK could not take {os.path.basename(path)} ({error}); running on builtin kernels.",
                       RuntimeWarning, stacklevel=2)
@@ -256,7 +262,7 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None):
         interpreter.allocate_tensors()
         xnnpack = False
     return TFLiteRunner(path, interpreter, name, edgetpu=bool(edgetpu), num_threads=num_threads,
-                        xnnpack=xnnpack and not delegates)
+                        xnnpack=bool(xnnpack) and not delegates and "experimental_op_resolver_type" not in kwargs)
 
 
 def _without_default_delegates(backend):

@@ -95,6 +95,10 @@ def test_representative_data_forms_are_accepted(tiny_model, images, tmp_path):
                                representative_data=data, calibration_samples=8)
         assert report.agreement["samples"] == 8
         assert report.input_dtype == "float32"
+    # with realistic layer scales every compute op of the int8 graph runs on XNNPACK except the
+    # tiny per-pixel RSQRT, the LUT-based GELU and the softmax
+    assert {op for op, row in report.kernels.items() if row["builtin"]} <= {"RSQRT", "GELU", "SOFTMAX", "ADD"}
+    assert report.kernels["CONV_2D"]["builtin"] == 0 and report.kernels["DEPTHWISE_CONV_2D"]["builtin"] == 0
 
 
 @pytest.mark.parametrize(
