@@ -1,1 +1,23 @@
-"""keras_visrec.tflite — TFLite / Edge TPU export, the op compatibility report and the LiteRT runtime."""
+"""keras_visrec.tflite — TFLite / Edge TPU export, the op compatibility report and the LiteRT runtime.
+
+``export_tflite`` (``keras_visrec.tflite.export``) and ``load_tflite`` (``keras_visrec.tflite.runtime``)
+are also available at the top level as ``keras_visrec.export_tflite`` / ``keras_visrec.load_tflite``.
+"""
+
+import importlib
+
+__all__ = ["analyze_tflite", "check_edgetpu", "export_tflite", "load_tflite", "parse_compiler_log"]
+
+_LAZY = {
+    "export_tflite": "keras_visrec.tflite.export",
+    "load_tflite": "keras_visrec.tflite.runtime",
+    "analyze_tflite": "keras_visrec.tflite.report",
+    "check_edgetpu": "keras_visrec.tflite.edgetpu",
+    "parse_compiler_log": "keras_visrec.tflite.edgetpu",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'keras_visrec.tflite' has no attribute {name!r}")
