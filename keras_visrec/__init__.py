@@ -44,6 +44,7 @@ _LAZY = {
     # --- TFLite export and runtime ---
     "export_tflite": "keras_visrec.tflite.export",
     "load_tflite": "keras_visrec.tflite.runtime",
+    "analyze_tflite": "keras_visrec.tflite.report",
     # --- ADP-C / HRNet ---
     # --- pruning / CIFAR nets ---
     **{name: "keras_visrec.cifar" for name in (
