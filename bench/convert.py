@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/convert.py
 
-Each measurement runs in a fresh subprocess so peak RSS (``ru_maxrss``) belongs to it alone;
+Each measurement runs in a fresh subprocess so peak RSS (``VmHWM``, Linux) belongs to it alone;
 "peak rss added" is the peak (VmHWM) minus the resident set right after the imports the step
 needs (TensorFlow for the conversion) — an upper bound, since an import-time peak counts too.
 The conversion step includes the Keras model's own variables (1× the checkpoint). Anchor: ``torch.load(weights_only=True)`` of the same file in the same run, when torch
@@ -56,10 +56,12 @@ def _write_checkpoint(path):
 
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 step, path = sys.argv[1], sys.argv[2]
-def rss_mb():  # peak resident set so far (VmHWM), MiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss_mb():  # peak resident set so far (VmHWM of this process image), MiB
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 def current_mb():  # resident set now (VmRSS), MiB
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):

@@ -255,8 +255,11 @@ def _emit(obj, out):
         out += b"\x88" if obj else b"\x89"
     elif obj is None:
         out += b"N"
-    elif isinstance(obj, int):
+    elif isinstance(obj, int) and -(2**31) <= obj < 2**31:
         out += b"J" + struct.pack("<i", obj)
+    elif isinstance(obj, int):
+        data = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
+        out += b"\x8a" + bytes([len(data)]) + data
     elif isinstance(obj, str):
         data = obj.encode()
         out += b"X" + struct.pack("<I", len(data)) + data
@@ -268,3 +271,22 @@ def _pickle_with_fakes(obj):
     out = bytearray(b"\x80\x02")
     _emit(obj, out)
     return bytes(out + b".")
+
+
+def test_declared_huge_lengths_allocate_nothing(tmp_path):
+    """A string or storage that claims gigabytes is refused before any allocation."""
+    import tracemalloc
+
+    huge_string = b"\x80\x02X" + struct.pack("<I", 0xFFFFFFF0) + b"abc"
+    huge_storage = _pickle_with_fakes({"w": _Reduce(
+        _FakeGlobal("torch._utils", "_rebuild_tensor_v2"),
+        _Pid(("storage", _FakeGlobal("torch", "FloatStorage"), "0", "cpu", 1 << 40)), 0, (1 << 40,), (1,), False, None)})
+    paths = [_zip_checkpoint(tmp_path / "s.pth", huge_string),
+             _zip_checkpoint(tmp_path / "t.pth", huge_storage, storages=[("0", b"\0" * 64)])]
+    for path in paths:
+        tracemalloc.start()
+        with pytest.raises(CheckpointError):
+            load_pytorch_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 8 * 2**20, f"{path.name}: {peak} bytes allocated"
