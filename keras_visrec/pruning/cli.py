@@ -18,7 +18,12 @@ def register(subparsers):
     parser.add_argument("--method", required=True, choices=("l1", "slimming"))
     parser.add_argument("--config", required=True,
                         help="l1: vgg16_a, resnet56_a, resnet56_b, resnet110_a, resnet110_b; "
-                             "slimming: vgg19, preresnet164, densenet40")
+                             "slimming: vgg19, preresnet164, densenet40; both: vgg_custom (with --vgg-cfg)")
+    parser.add_argument("--vgg-cfg", default=None, help="vgg_custom: layer list, e.g. 16,M,32,M,64")
+    parser.add_argument("--pruned-cfg", default=None, help="vgg_custom with l1: the pruned layer list")
+    parser.add_argument("--ratio", type=float, default=None, help="vgg_custom with slimming: share removed")
+    parser.add_argument("--image-size", type=int, default=32, help="digits: image side (VGG: a multiple of "
+                        "2^(pools+1))")
     parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100", "digits"),
                         help="cifar10/cifar100 via tensorflow-datasets; digits: scikit-learn's, offline")
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
@@ -50,7 +55,7 @@ def _run(args):
     if args.dataset == "digits":
         from keras_visrec.data import load_digits_images
 
-        (x_train, y_train), (x_test, y_test) = load_digits_images(size=32)
+        (x_train, y_train), (x_test, y_test) = load_digits_images(size=args.image_size)
         train = arms.make_dataset(x_train, y_train, batch_size=config.batch_size, training=True, flip=False)
         test = arms.make_dataset(x_test, y_test, batch_size=config.batch_size)
         classes = 10
@@ -59,9 +64,26 @@ def _run(args):
                                           download=args.download)
         classes = 100 if args.dataset == "cifar100" else 10
     result = run_study(args.method, args.config, train, test, seeds=tuple(args.seeds), train_config=config,
-                       strategy=args.strategy, width=args.width, classes=classes, out_dir=args.out,
-                       verbose=args.verbose)
+                       strategy=args.strategy, width=args.width, classes=classes,
+                       input_shape=(args.image_size, args.image_size, 3) if args.dataset == "digits" else (32, 32, 3),
+                       vgg_cfg=_layer_list(args.vgg_cfg), pruned_cfg=_layer_list(args.pruned_cfg), ratio=args.ratio,
+                       out_dir=args.out, verbose=args.verbose)
     print(result.table())
     for kind, path in sorted(result.files.items()):
         print(f"{kind}: {path}")
     return 0
+
+
+def _layer_list(text):
+    if text is None:
+        return None
+    items = []
+    for token in text.split(","):
+        token = token.strip()
+        if token.upper() == "M":
+            items.append("M")
+        elif token.isdigit():
+            items.append(int(token))
+        else:
+            raise ValueError(f"A layer list holds widths and 'M', separated by commas; received {text!r}.")
+    return items

@@ -8,7 +8,9 @@ with the named configuration, runs the three arms on the pruned architecture and
 * ``"slimming"``: ``vgg19`` (70 %, s = 1e-4), ``preresnet164`` (40 %, s = 1e-5),
   ``densenet40`` (40 %, s = 1e-5) — BN γ initialised to 0.5.
 
-``width`` scales every VGG width (e.g. 0.125 for a CPU-sized VGG-16-A study on digits).
+``width`` scales every VGG width (e.g. 0.125 for a CPU-sized VGG-16-A study on digits), and the
+configuration ``"vgg_custom"`` runs either method on your own VGG layer list (``vgg_cfg``; for
+L1-norm also the pruned list ``pruned_cfg``; for slimming the ``ratio``).
 """
 
 import dataclasses
@@ -37,15 +39,20 @@ SLIMMING_CONFIGS = {
 
 def study_methods():
     """``{method: [configuration names]}``."""
-    return {"l1": sorted(L1_CONFIGS), "slimming": sorted(SLIMMING_CONFIGS)}
+    return {"l1": sorted(L1_CONFIGS) + ["vgg_custom"], "slimming": sorted(SLIMMING_CONFIGS) + ["vgg_custom"]}
 
 
 def _scale(cfg, width):
     return [c if c == "M" else max(1, int(round(c * width))) for c in cfg]
 
 
-def build_method(method, config, *, width=1.0, classes=10, input_shape=(32, 32, 3)):
-    """``(build(), prune(model) -> pruned, bn_sparsity)`` for a method and configuration."""
+def build_method(method, config, *, width=1.0, classes=10, input_shape=(32, 32, 3), vgg_cfg=None, pruned_cfg=None,
+                 ratio=None):
+    """``(build(), prune(model) -> pruned, bn_sparsity)`` for a method and configuration.
+
+    ``vgg_cfg``, ``pruned_cfg`` (L1-norm) and ``ratio`` (slimming, default 0.7) describe the
+    ``"vgg_custom"`` configuration.
+    """
     methods = study_methods()
     if method not in methods:
         raise ValueError(f"`method` must be one of {sorted(methods)}; received method={method!r}.")
@@ -54,6 +61,8 @@ def build_method(method, config, *, width=1.0, classes=10, input_shape=(32, 32, 
     if not isinstance(width, (int, float)) or not 0 < width <= 1:
         raise ValueError(f"`width` must be in (0, 1]; received width={width!r}.")
     common = dict(classes=classes, input_shape=input_shape)
+    if config == "vgg_custom":
+        return _custom_vgg(method, vgg_cfg, pruned_cfg, ratio, width, common)
     is_vgg = config.startswith("vgg")
     if width != 1 and not is_vgg:
         raise ValueError(f"`width` scaling is available for the VGG configurations only; received config={config!r}.")
@@ -74,6 +83,21 @@ def build_method(method, config, *, width=1.0, classes=10, input_shape=(32, 32, 
     else:
         build = lambda: cifar.CIFARDenseNet(40, bn_gamma_init=0.5, **common)  # noqa: E731
     return build, (lambda m: network_slimming(m, spec["ratio"], name=f"{config}_slim")[0]), spec["s"]
+
+
+def _custom_vgg(method, vgg_cfg, pruned_cfg, ratio, width, common):
+    if vgg_cfg is None:
+        raise ValueError("config='vgg_custom' needs `vgg_cfg` (a VGG layer list such as [16, 'M', 32]).")
+    full = _scale(list(vgg_cfg), width)
+    if method == "l1":
+        if pruned_cfg is None:
+            raise ValueError("L1-norm with config='vgg_custom' needs `pruned_cfg`, the pruned layer list.")
+        pruned = _scale(list(pruned_cfg), width)
+        return (lambda: cifar.CIFARVGG(full, head="l1", name="vgg", **common),
+                lambda m: l1_prune_vgg(m, pruned, name="vgg_pruned"), 0.0)
+    ratio = 0.7 if ratio is None else ratio
+    return (lambda: cifar.CIFARVGG(full, head="slimming", bn_gamma_init=0.5, name="vgg", **common),
+            lambda m: network_slimming(m, ratio, name="vgg_slim")[0], 1e-4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +133,8 @@ def _summarise(runs):
 
 
 def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None, strategy=None, width=1.0,
-              classes=10, input_shape=(32, 32, 3), out_dir=None, verbose=0):
+              classes=10, input_shape=(32, 32, 3), vgg_cfg=None, pruned_cfg=None, ratio=None, out_dir=None,
+              verbose=0):
     """Runs the four arms for ``method``/``config`` over ``seeds``; writes table and plot.
 
     Args:
@@ -122,6 +147,7 @@ def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None
         width: float in (0, 1]. Width multiplier of VGG configurations. Defaults to `1.0`.
         classes: int. Defaults to `10`.
         input_shape: tuple. Defaults to `(32, 32, 3)`.
+        vgg_cfg, pruned_cfg, ratio: the ``"vgg_custom"`` configuration (see :func:`build_method`).
         out_dir: str or `None`. Where ``study.md``, ``study.csv``, ``study.json`` and
             ``study.png`` go; `None` writes nothing.
         verbose: int. 1 prints each arm as it finishes and Keras progress bars. Defaults to `0`.
@@ -131,7 +157,8 @@ def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None
     """
     if not seeds:
         raise ValueError("`seeds` must list at least one seed.")
-    build, prune, bn_sparsity = build_method(method, config, width=width, classes=classes, input_shape=input_shape)
+    build, prune, bn_sparsity = build_method(method, config, width=width, classes=classes, input_shape=input_shape,
+                                             vgg_cfg=vgg_cfg, pruned_cfg=pruned_cfg, ratio=ratio)
     config_ = train_config or arms.TrainConfig.paper()
     runs = []
     fit_verbose = 1 if verbose > 1 else 0
