@@ -101,6 +101,14 @@ def export_tflite(
     if target == "edgetpu":
         from keras_visrec.tflite.edgetpu import check_edgetpu
 
+        floating = sorted({op.op for op in report.ops
+                           if any(d.startswith("float") for d in op.input_dtypes + op.output_dtypes)})
+        if floating:
+            raise ValueError(
+                "The model cannot be fully integer-quantized for the Edge TPU: these ops kept float tensors "
+                f"(no int8 kernel): {', '.join(floating)}. Replace the layers that produce them, or export for "
+                "target='cpu'."
+            )
         report.edgetpu = check_edgetpu(report.ops)
     _write_atomically(path, content)
     report.agreement = _agreement(model, path, validation, xnnpack=not report.xnnpack_refused)

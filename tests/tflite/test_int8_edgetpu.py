@@ -167,3 +167,17 @@ def test_compiler_log_parser_reads_counts_and_statuses():
     assert not failed.success and failed.operators == []
     with pytest.raises(TypeError, match="text"):
         parse_compiler_log(b"bytes")
+
+
+def test_edgetpu_rejects_a_layer_without_int8_kernels(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 1, name="conv")(inputs)
+    x = keras.layers.Lambda(lambda t: keras.ops.cumsum(t, axis=-1), name="cumsum")(x)
+    model = keras.Model(inputs, x)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    with pytest.raises(ValueError, match="cannot be fully integer-quantized"):
+        export_tflite(model, tmp_path / "m.tflite", quantization="int8", target="edgetpu", representative_data=images)
+    assert not (tmp_path / "m.tflite").exists()
+    # on the CPU target the same layer stays in float, and the report says where
+    report = export_tflite(model, tmp_path / "m.tflite", quantization="int8", representative_data=images)
+    assert any("CUMSUM" in note for note in report.precision + report.problems)
