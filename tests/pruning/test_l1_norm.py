@@ -1,0 +1,84 @@
+"""L1-norm filter pruning: the paper's pruned architectures exactly, ranking, bad input."""
+
+import numpy as np
+import pytest
+
+import keras_visrec
+from keras_visrec import cifar
+from keras_visrec.pruning import l1_norm
+
+
+def _macs(model):
+    return keras_visrec.count_flops(model).total
+
+
+def test_vgg16_a_architecture_exactly():
+    model = cifar.VGG16CIFAR()
+    pruned = l1_norm.l1_prune_config(model, "vgg16_a")
+    widths = [pruned.get_layer(f"vgg16_conv_{i}").filters for i, c in enumerate(l1_norm.VGG16_A) if c != "M"]
+    assert widths == [c for c in l1_norm.VGG16_A if c != "M"]
+    reference = cifar.CIFARVGG(l1_norm.VGG16_A, name="ref")
+    assert _macs(pruned) == _macs(reference) == 206_279_680
+    assert pruned.count_params() == reference.count_params()
+    assert 1 - _macs(pruned) / _macs(model) == pytest.approx(0.342, abs=1e-3)  # Li et al.: 34.2 %
+
+
+@pytest.fixture(scope="module")
+def resnet56():
+    return cifar.ResNet56CIFAR()
+
+
+@pytest.mark.parametrize("config, widths_head, reduction", [
+    ("resnet56_a", [14] * 7 + [16, 14], 0.104),   # Li et al.: 10.4 % fewer FLOPs
+    ("resnet56_b", [6] * 7 + [16, 16], 0.276),    # 27.6 %
+])
+def test_resnet56_configs_exactly(resnet56, config, widths_head, reduction):
+    model = resnet56
+    pruned = l1_norm.l1_prune_config(model, config)
+    spec = l1_norm.L1_CONFIGS[config]
+    widths = l1_norm.resnet_l1_widths(56, spec["skip"], spec["ratios"])
+    assert widths[:9] == widths_head
+    got = [pruned.get_layer(f"resnet56_stage_{j // 9}_block_{j % 9}_conv_1").filters for j in range(27)]
+    assert got == widths
+    assert _macs(pruned) == _macs(cifar.CIFARResNet(56, widths))
+    assert 1 - _macs(pruned) / _macs(model) == pytest.approx(reduction, abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config, reduction", [("resnet110_a", 0.159), ("resnet110_b", 0.386)])
+def test_resnet110_config_architectures(config, reduction):
+    spec = l1_norm.L1_CONFIGS[config]
+    widths = l1_norm.resnet_l1_widths(110, spec["skip"], spec["ratios"])
+    full, pruned = _macs(cifar.ResNet110CIFAR()), _macs(cifar.CIFARResNet(110, widths))
+    assert 1 - pruned / full == pytest.approx(reduction, abs=2e-3)
+
+
+def test_keeps_filters_with_largest_l1_norm():
+    model = cifar.CIFARVGG([6, "M", 4], head="slimming", name="v", classifier_activation=None)
+    layer = model.get_layer("v_conv_0")
+    kernel = layer.get_weights()[0]
+    kernel[..., :] = 0.01
+    kernel[..., 4] = 1.0
+    kernel[..., 1] = 0.5
+    layer.set_weights([kernel])
+    pruned = l1_norm.l1_prune(model, {"v_conv_0": 2})
+    np.testing.assert_allclose(pruned.get_layer("v_conv_0").get_weights()[0], kernel[..., [1, 4]])
+    np.testing.assert_allclose(pruned.get_layer("v_bn_0").get_weights()[0], model.get_layer("v_bn_0").get_weights()[0][[1, 4]])
+
+
+def test_bad_input():
+    model = cifar.CIFARVGG([6, "M", 4], head="slimming", name="v")
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        l1_norm.l1_prune(model, {"v_conv_0": 1.0})
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        l1_norm.l1_prune(model, {"v_conv_0": -0.1})
+    with pytest.raises(ValueError, match="cfg"):
+        l1_norm.l1_prune_vgg(model, [4, "M", 4, 4])
+    with pytest.raises(ValueError, match="config"):
+        l1_norm.l1_prune_config(model, "resnet56_c")
+    with pytest.raises(ValueError, match="skip"):
+        l1_norm.resnet_l1_widths(56, (17,), (0.1, 0.1, 0.1))
+    with pytest.raises(ValueError, match="one ratio per stage"):
+        l1_norm.resnet_l1_widths(56, (), (0.1, 0.1))
+    with pytest.raises(ValueError, match="ResNet-56"):
+        l1_norm.l1_prune_config(cifar.CIFARResNet(20), "resnet56_a")
