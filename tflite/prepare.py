@@ -25,7 +25,9 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["DEPTHWISE_CHOICES", "GELU_CHOICES", "LAYERNORM_CHOICES", "PreparedGraph", "prepare_graph", "resolve_forms"]
+__all__ = [
+    "DEPTHWISE_CHOICES", "GELU_CHOICES", "LAYERNORM_CHOICES", "PreparedGraph", "prepare_graph", "resolve_forms",
+]
 
 LAYERNORM_CHOICES = ("auto", "conv", "reduce")
 GELU_CHOICES = ("auto", "exact", "tanh")
@@ -142,6 +144,10 @@ def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", b
         return outs[0] if len(outs) == 1 else outs
 
     function = tf.function(forward, autograph=False).get_concrete_function(tf.TensorSpec(input_shape, tf.float32, name="image"))
+    # layers called as they are (e.g. GRN) capture variables: freeze them into constants
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    function = convert_variables_to_constants_v2(function)
     return PreparedGraph(function, input_shape, plan["folds"], lowered, layernorm, gelu)
 
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-__all__ = ["ExportReport", "OpInfo", "analyze_tflite", "read_ops"]
+__all__ = ["ExportReport", "OpInfo", "analyze_tflite", "kernel_table", "read_ops"]
 
 _DELEGATE_NODE = "DELEGATE"
 

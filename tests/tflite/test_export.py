@@ -129,3 +129,14 @@ def test_missing_output_directory_and_dynamic_model(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="static"):
         export_tflite(dynamic, tmp_path / "m.tflite")
     assert os.listdir(tmp_path) == []
+
+
+def test_unknown_layers_with_weights_are_frozen_convnext_v2(tmp_path):
+    model = keras_visrec.ConvNeXtV2Atto(input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    for layer in model.layers:
+        if type(layer).__name__ == "GRN":
+            layer.set_weights([np.full(w.shape, 0.3, "float32") for w in layer.get_weights()])
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    report = export_tflite(model, tmp_path / "v2.tflite", validation_data=images)
+    assert report.lowered["GRN"] == "called as is"
+    assert report.agreement["max_abs_diff"] < 1e-4
