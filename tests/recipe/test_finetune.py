@@ -166,3 +166,18 @@ def test_only_the_chief_writes_checkpoints_under_multiworker():
     assert not _is_chief(strategy("worker", 1, {"worker": 2}))
     assert _is_chief(strategy("chief", 0, {"chief": 1, "worker": 2}))
     assert not _is_chief(strategy("worker", 0, {"chief": 1, "worker": 2}))
+
+
+def test_build_model_from_weights_file_replaces_the_head(tmp_path):
+    source = keras_visrec.ConvNeXt((1, 1, 1, 1), (8, 16, 32, 64), input_shape=(32, 32, 3), classes=5,
+                                   classifier_activation=None)
+    path = tmp_path / "pretrained.keras"
+    source.save(path)
+    model = build_model("convnext", classes=10, image_size=32, weights=str(path), weights_classes=5,
+                        depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), head_init_scale=0.001)
+    assert model.output_shape == (None, 10)
+    for name in ("convnext_stem_conv", "convnext_stage_3_block_0_pointwise_conv_2", "convnext_head_layernorm"):
+        for ours, theirs in zip(model.get_layer(name).weights, source.get_layer(name).weights):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
+    head = keras.ops.convert_to_numpy(model.get_layer("convnext_head_dense").kernel)
+    assert head.shape == (64, 10) and np.abs(head).max() <= 2 * 0.02 * 0.001 + 1e-12
