@@ -25,6 +25,7 @@ class EvalResult:
         count: int. Images evaluated.
         published_top1: float or None. The reference figure (percent).
         source: str. Where the images came from.
+        image_size: int. Evaluation side (0 when unknown).
     """
 
     top1: float
@@ -32,6 +33,7 @@ class EvalResult:
     count: int
     published_top1: float | None
     source: str
+    image_size: int = 0
 
     @property
     def delta(self):
@@ -40,7 +42,8 @@ class EvalResult:
 
     def summary(self):
         """One line for people: the figures and the comparison with the published top-1."""
-        line = f"{self.source}: top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  ({self.count} images)"
+        line = (f"{self.source} at {self.image_size}px: top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  "
+                f"({self.count} images)")
         if self.published_top1 is not None:
             line += f"  published top-1 {self.published_top1:.2f}%  delta {self.delta:+.2f} points"
         return line
@@ -130,4 +133,4 @@ def evaluate(model, data="imagenet2012", *, weights=None, split="validation", im
     if seen == 0:
         raise ValueError(f"{source.description} yielded no images.")
     return EvalResult(100.0 * top1 / seen, 100.0 * top5 / seen, seen,
-                      None if published is None else float(published), source.description)
+                      None if published is None else float(published), source.description, int(image_size))

@@ -57,7 +57,7 @@ def test_cli_eval_on_tfds_mock_imagenet_v2(tmp_path, capsys):
                      "--published-top1", "82.1"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "tfds imagenet_v2[test]: top-1" in out and "(6 images)" in out and "published top-1 82.10%" in out
+    assert "tfds imagenet_v2[test] at 64px: top-1" in out and "(6 images)" in out and "published top-1 82.10%" in out
 
 
 def test_eval_errors(jpeg_folder, tmp_path):
@@ -68,3 +68,14 @@ def test_eval_errors(jpeg_folder, tmp_path):
         evaluate(_tiny(), str(tmp_path / "empty"), image_size=64, verbose=0)
     with pytest.raises(ValueError, match="Unknown dataset 'imagenet2013'"):
         evaluate(_tiny(), "imagenet2013", image_size=64, verbose=0)
+
+
+def test_published_top1_and_resolution_come_from_the_catalogue(jpeg_folder):
+    from keras_visrec.recipe.evaluate import published_top1
+
+    assert published_top1("convnext_tiny.fb_in1k") == 82.1
+    assert published_top1("convnext_base.fb_in22k") is None  # 21841-class head: no 1k top-1
+    assert published_top1("weights.keras") is None
+    model = keras_visrec.ConvNeXt((1, 1, 1, 1), (8, 16, 32, 64), input_shape=(None, None, 3), classes=3)
+    result = evaluate(model, str(jpeg_folder), weights="convnext_base.fb_in1k_384", batch_size=4, verbose=0)
+    assert result.published_top1 == 85.1 and result.count == 12 and result.image_size == 384
