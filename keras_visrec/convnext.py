@@ -114,6 +114,16 @@ def _validate(arch, include_top, weights, input_tensor, input_shape, pooling, cl
     return input_shape
 
 
+def _registered_arch(depths, dims, isotropic, use_grn):
+    """The registry name of the variant with this architecture (so weights resolve under any `name=`)."""
+    for arch, config in CONVNEXT_CONFIGS.items():
+        if (config["depths"], config["dims"], config.get("isotropic", False), config.get("grn", False)) == (
+            depths, dims, isotropic, use_grn
+        ):
+            return arch
+    return None
+
+
 def _block(x, dim, *, prefix, drop_path, layer_scale, use_grn):
     """One ConvNeXt block as flat named layers (the same computation as layers.ConvNeXtBlock)."""
     shortcut = x
@@ -165,7 +175,8 @@ def ConvNeXt(
             "`depths` and `dims` must have 4 entries each (1 each for isotropic models); "
             f"received depths={depths}, dims={dims}."
         )
-    input_shape = _validate(name, include_top, weights, input_tensor, input_shape, pooling, classes,
+    arch = _registered_arch(depths, dims, isotropic, use_grn) or name
+    input_shape = _validate(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
                             drop_path_rate, layer_scale_init_value, head_init_scale, features_only,
                             isotropic)
     if input_tensor is None:
@@ -219,7 +230,7 @@ def ConvNeXt(
         inputs = keras.utils.get_source_inputs(input_tensor)
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
-        load_weights(model, weights, arch=name, include_top=include_top and not features_only, classes=classes)
+        load_weights(model, weights, arch=arch, include_top=include_top and not features_only, classes=classes)
     return model
 
 
