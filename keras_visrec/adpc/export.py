@@ -1,0 +1,112 @@
+"""TFLite export of an anytime model: one signature per exit, one set of weights.
+
+``exit1(image)`` returns exit 1's logits and the branch features; ``exit2(features…, logits)``
+continues from them, and so on — an app runs exit 1, shows it, and resumes from the saved
+features only if it needs better. Masking (``mode="dense"``) recomputes the confidence mask from
+the previous logits inside each signature. Written with ``tf.lite.TFLiteConverter`` through a
+SavedModel with four signatures (``keras_visrec.tflite.export_tflite`` converts single-signature
+functional models only).
+"""
+
+import os
+import shutil
+import tempfile
+
+from keras_visrec.adpc.exits import make_exit
+from keras_visrec.adpc.masking import MaskHook, confidence_mask, validate_mode
+from keras_visrec.hrnet import HRNetOps, exit_input, seg_head, stage, stem_and_layer1, transition
+
+__all__ = ["export_anytime_tflite", "exit_signatures"]
+
+
+def exit_signatures(model, input_shape, mode="none"):
+    """Four ``tf.function``s ``exit1 … exit4`` with static shapes for ``input_shape`` (H, W, 3)."""
+    import tensorflow as tf
+
+    mode = validate_mode(mode)
+    if mode == "sparse":
+        raise ValueError("`mode` 'sparse' cannot be exported (dynamic gather sizes); use 'none' or 'dense'.")
+    config, layers = model.config_dict, model._layer_map
+    h, w = input_shape[0], input_shape[1]
+    widths = [[config["layer1"][1] * 4]] + [list(s[2]) for s in config["stages"]]
+    logits_spec = tf.TensorSpec((1, h // 4, w // 4, model.classes), tf.float32, name="logits")
+
+    def ops_for(previous):
+        hook = None
+        if mode == "dense" and previous is not None:
+            hook = MaskHook(confidence_mask(previous, model.threshold), "dense")
+        return HRNetOps(model.name, layers=layers, conv_hook=hook), hook
+
+    def finish(ops, hook, xs, k, previous):
+        feature = exit_input(ops, xs, "last_layer" if k == 4 else f"exit{k}")
+        if k == 4:
+            logits = seg_head(ops, feature, model.classes, "last_layer")
+        else:
+            logits = make_exit(ops, feature, model.exit_type, model.classes, model.exit_width, k)
+        if hook is not None:
+            keep = hook.mask_at(h // 4, w // 4)[..., None]
+            logits = previous * (1.0 - keep) + logits * keep
+        out = {"logits": logits}
+        out.update({f"feature_{i}": x for i, x in enumerate(xs)})
+        return out
+
+    @tf.function(input_signature=[tf.TensorSpec((1, h, w, 3), tf.float32, name="image")])
+    def exit1(image):
+        ops, hook = ops_for(None)
+        return finish(ops, hook, stem_and_layer1(ops, image, config), 1, None)
+
+    def make(k):
+        specs = [tf.TensorSpec((1, h // 2 ** (i + 2), w // 2 ** (i + 2), c), tf.float32, name=f"feature_{i}")
+                 for i, c in enumerate(widths[k - 2])]
+
+        @tf.function(input_signature=specs + [logits_spec])
+        def resume(*args):
+            xs, previous = list(args[:-1]), args[-1]
+            ops, hook = ops_for(previous)
+            xs = transition(ops, xs, config["stages"][k - 2][2], k - 1)
+            xs = stage(ops, xs, config["stages"][k - 2], k)
+            return finish(ops, hook, xs, k, previous)
+
+        return resume
+
+    return {"exit1": exit1, "exit2": make(2), "exit3": make(3), "exit4": make(4)}
+
+
+def export_anytime_tflite(model, path, input_shape, mode="none"):
+    """Writes ``path`` (.tflite) with signatures ``exit1`` … ``exit4``; returns the path.
+
+    Args:
+        model: ``AnytimeHRNet``.
+        path: output file; written to a temporary file, then moved into place.
+        input_shape: ``(height, width, 3)``, sides divisible by 32.
+        mode: `"none"` or `"dense"`. Defaults to `"none"`.
+    """
+    import tensorflow as tf
+
+    if len(input_shape) != 3 or input_shape[0] % 32 or input_shape[1] % 32:
+        raise ValueError(f"`input_shape` must be (height, width, 3) with sides divisible by 32; "
+                         f"received input_shape={input_shape!r}.")
+    import keras
+
+    signatures = exit_signatures(model, input_shape, mode)
+    archive = keras.export.ExportArchive()
+    archive.track(model.network)
+    for name, fn in signatures.items():
+        archive.add_endpoint(name, fn.python_function, input_signature=fn.input_signature)
+    workdir = tempfile.mkdtemp(prefix="adpc_tflite_")
+    try:
+        archive.write_out(workdir, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=list(signatures))
+        flatbuffer = converter.convert()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(suffix=".tflite", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(flatbuffer)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
