@@ -46,6 +46,11 @@ _LAZY = {
     "load_tflite": "keras_visrec.tflite.runtime",
     "analyze_tflite": "keras_visrec.tflite.report",
     # --- ADP-C / HRNet ---
+    **{name: "keras_visrec.hrnet" for name in (
+        "HRNetV2", "HRNetV2W18SmallV2", "HRNetV2W18", "HRNetV2W32", "HRNetV2W48",
+    )},
+    "AnytimeHRNet": "keras_visrec.adpc.model",
+    "exit_flops": "keras_visrec.adpc.flops",
     # --- pruning / CIFAR nets ---
     **{name: "keras_visrec.cifar" for name in (
         "VGG16CIFAR", "VGG19CIFAR", "ResNet56CIFAR", "ResNet110CIFAR", "PreResNet164CIFAR", "DenseNet40CIFAR",
