@@ -110,20 +110,28 @@ def make_dataset(images, labels, *, batch_size=64, training=False, augment=True,
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices((np.asarray(images, "float32"), np.asarray(labels, "int32")))
+    return _pipeline(data, len(labels), tuple(images.shape[1:]), batch_size=batch_size, training=training,
+                     augment=augment, flip=flip, seed=seed)
+
+
+def _pipeline(data, count, shape, *, batch_size, training, augment, flip, seed):
+    """Shuffles, augments (pad 4 → random crop, flip) and batches (image, label) examples."""
+    import tensorflow as tf
+
+    data = data.map(lambda image, label: (tf.cast(image, tf.float32), tf.cast(label, tf.int32)))
     if training:
-        data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
         if augment:
-            height, width = images.shape[1:3]
+            tf.random.set_seed(seed)
 
             def crop_flip(image, label):
                 padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-                crop = tf.image.stateless_random_crop(padded, (height, width, images.shape[3]),
+                crop = tf.image.stateless_random_crop(padded, shape,
                                                       seed=tf.random.uniform((2,), 0, 2 ** 31 - 1, tf.int32))
                 if flip:
                     crop = tf.image.random_flip_left_right(crop)
                 return crop, label
 
-            tf.random.set_seed(seed)
             data = data.map(crop_flip, num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -145,11 +153,10 @@ def cifar_datasets(name="cifar10", *, batch_size=64, data_dir=None, download=Fal
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise ImportError("CIFAR needs tensorflow-datasets: pip install 'keras_visrec[datasets]'.") from error
-    train, test = tfds.load(name, split=["train", "test"], as_supervised=True, batch_size=-1, data_dir=data_dir,
-                            download=download)
-    (x_train, y_train), (x_test, y_test) = tfds.as_numpy(train), tfds.as_numpy(test)
-    return (make_dataset(x_train, y_train, batch_size=batch_size, training=True, flip=flip, seed=seed),
-            make_dataset(x_test, y_test, batch_size=batch_size))
+    train, test = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir, download=download)
+    common = dict(batch_size=batch_size, augment=True, flip=flip, seed=seed)
+    return (_pipeline(train, int(train.cardinality()), (32, 32, 3), training=True, **common),
+            _pipeline(test, int(test.cardinality()), (32, 32, 3), training=False, **common))
 
 
 def scratch_b_epochs(epochs, macs_full, macs_pruned, cap=None):
