@@ -93,6 +93,7 @@ def test_tf_lite_backend_gives_the_same_answer(exported):
     np.testing.assert_allclose(tf_lite.predict(images[:2]), litert, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_export_and_bench(tmp_path, capsys):
     from keras_visrec.cli import main
 
