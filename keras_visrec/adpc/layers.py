@@ -95,6 +95,13 @@ class MaskedConv2D(keras.layers.Conv2D):
         self.rbf_lambda = self.add_weight(name="rbf_lambda", shape=(),
                                           initializer=keras.initializers.Constant(self.initial_lambda))
 
+    # Conv2D's own (quantization-aware) variable store skips extra weights: store all of them.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
     def blend(self, outputs, mask):
         """``outputs·m + RBF(outputs·m)·(1 − m)`` with this layer's ``λ``."""
         return rbf_interpolate(outputs, mask, self.rbf_lambda)

@@ -74,6 +74,7 @@ def _dataset(x, y, batch):
     return tf.data.Dataset.from_tensor_slices((x / 127.5 - 1.0, y)).shuffle(len(x), seed=0).batch(batch, drop_remainder=True)
 
 
+@pytest.mark.slow
 def test_fit_under_mirrored_strategy(two_cpu_strategy, tiny_config):
     (x, y), _ = load_digit_segmentation(size=64, num_train=8, num_test=1)
     model, history = train_anytime(
