@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from keras_visrec.layers import GRN, ImageNetNormalization, LayerScale, StochasticDepth
-from keras_visrec.layers.convnext_block import CONV_INIT
+from keras_visrec.layers.convnext_block import conv_init
 from keras_visrec.layers.exportable import make_pointwise
 from keras_visrec.registry import register_model
 from keras_visrec.weights import load_weights, validate_weights_argument
@@ -128,14 +128,14 @@ def _block(x, dim, *, prefix, drop_path, layer_scale, use_grn):
     """One ConvNeXt block as flat named layers (the same computation as layers.ConvNeXtBlock)."""
     shortcut = x
     x = keras.layers.DepthwiseConv2D(
-        7, padding="same", depthwise_initializer=CONV_INIT["kernel_initializer"],
+        7, padding="same", depthwise_initializer=conv_init()["kernel_initializer"],
         name=f"{prefix}_depthwise_conv",
     )(x)
     x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}_layernorm")(x)
-    x = make_pointwise(4 * dim, name=f"{prefix}_pointwise_conv_1", activation="gelu", **CONV_INIT)(x)
+    x = make_pointwise(4 * dim, name=f"{prefix}_pointwise_conv_1", activation="gelu", **conv_init())(x)
     if use_grn:
         x = GRN(name=f"{prefix}_grn")(x)
-    x = make_pointwise(dim, name=f"{prefix}_pointwise_conv_2", **CONV_INIT)(x)
+    x = make_pointwise(dim, name=f"{prefix}_pointwise_conv_2", **conv_init())(x)
     if layer_scale:
         x = LayerScale(layer_scale, name=f"{prefix}_layer_scale")(x)
     if drop_path > 0:
@@ -190,7 +190,7 @@ def ConvNeXt(
     if include_preprocessing:
         x = ImageNetNormalization(name=f"{name}_preprocessing")(x)
     patch = 16 if isotropic else 4
-    x = keras.layers.Conv2D(dims[0], patch, strides=patch, name=f"{name}_stem_conv", **CONV_INIT)(x)
+    x = keras.layers.Conv2D(dims[0], patch, strides=patch, name=f"{name}_stem_conv", **conv_init())(x)
     if not isotropic:
         x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_stem_layernorm")(x)
 
@@ -200,7 +200,7 @@ def ConvNeXt(
     for stage, (depth, dim) in enumerate(zip(depths, dims)):
         if stage > 0:
             x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_downsampling_layernorm_{stage - 1}")(x)
-            x = keras.layers.Conv2D(dim, 2, strides=2, name=f"{name}_downsampling_conv_{stage - 1}", **CONV_INIT)(x)
+            x = keras.layers.Conv2D(dim, 2, strides=2, name=f"{name}_downsampling_conv_{stage - 1}", **conv_init())(x)
         for block in range(depth):
             x = _block(x, dim, prefix=f"{name}_stage_{stage}_block_{block}",
                        drop_path=rates[block_index], layer_scale=layer_scale_init_value, use_grn=use_grn)

@@ -231,3 +231,11 @@ def test_isotropic_sizes_are_multiples_of_16():
     kv.ConvNeXtIsotropicSmall(input_shape=(48, 48, 3), include_top=False)
     with pytest.raises(ValueError, match="16"):
         kv.ConvNeXtIsotropicSmall(input_shape=(40, 40, 3))
+
+
+def test_layers_of_the_same_shape_start_with_different_weights():
+    model = kv.ConvNeXtAtto(input_shape=(32, 32, 3))
+    first = model.get_layer("convnext_atto_stage_3_block_0_pointwise_conv_1").kernel.numpy()
+    second = model.get_layer("convnext_atto_stage_3_block_1_pointwise_conv_1").kernel.numpy()
+    assert not np.allclose(first, second)
+    assert 0.015 < first.std() < 0.02  # truncated normal, std 0.02 before truncation at 2σ

@@ -13,10 +13,15 @@ from keras_visrec.layers.exportable import make_pointwise
 from keras_visrec.layers.grn import GRN
 from keras_visrec.layers.layer_scale import LayerScale
 
-__all__ = ["ConvNeXtBlock", "CONV_INIT"]
+__all__ = ["ConvNeXtBlock", "conv_init"]
 
-# Official ConvNeXt init: truncated normal (std 0.02) for conv and linear weights, zero biases.
-CONV_INIT = {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=0.02), "bias_initializer": "zeros"}
+def conv_init():
+    """Official ConvNeXt init: truncated normal (std 0.02) weights, zero biases.
+
+    A fresh initializer per layer: one shared unseeded Keras initializer instance gives every
+    layer of the same shape the same initial weights.
+    """
+    return {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=0.02), "bias_initializer": "zeros"}
 
 
 @keras.saving.register_keras_serializable(package="keras_visrec")
@@ -60,7 +65,7 @@ class ConvNeXtBlock(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.depthwise_conv = keras.layers.DepthwiseConv2D(
             self.kernel_size, padding="same", name="depthwise_conv",
-            depthwise_initializer=CONV_INIT["kernel_initializer"], bias_initializer="zeros",
+            depthwise_initializer=conv_init()["kernel_initializer"], bias_initializer="zeros",
         )
         self.layernorm = keras.layers.LayerNormalization(epsilon=1e-6, name="layernorm")
         self.grn = GRN(name="grn") if self.use_grn else None
@@ -70,8 +75,8 @@ class ConvNeXtBlock(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         hidden = self.hidden_dim or int(round(self.mlp_ratio * channels))
-        self.pointwise_conv_1 = make_pointwise(hidden, name="pointwise_conv_1", activation="gelu", **CONV_INIT)
-        self.pointwise_conv_2 = make_pointwise(channels, name="pointwise_conv_2", **CONV_INIT)
+        self.pointwise_conv_1 = make_pointwise(hidden, name="pointwise_conv_1", activation="gelu", **conv_init())
+        self.pointwise_conv_2 = make_pointwise(channels, name="pointwise_conv_2", **conv_init())
         shape = tuple(input_shape)
         self.depthwise_conv.build(shape)
         self.layernorm.build(shape)
