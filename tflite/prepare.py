@@ -137,7 +137,8 @@ def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", b
             if not node.input_tensors:  # the InputLayer
                 continue
             inputs = [values[id(t)] for t in node.input_tensors]
-            outputs = _emit(layer, inputs, plan, layernorm, gelu, lowered)
+            call = node.arguments.fill_in(values)  # the layer's own (args, kwargs) structure
+            outputs = _emit(layer, inputs, plan, layernorm, gelu, lowered, call)
             for tensor, value in zip(node.outputs, _as_list(outputs)):
                 values[id(tensor)] = value
         outs = [values[id(t)] for t in model.outputs]
@@ -277,7 +278,7 @@ def _fold_input_affine(kernel, bias, scale, offset):
 # ---------------------------------------------------------------- emission (tf ops)
 
 
-def _emit(layer, inputs, plan, layernorm, gelu, lowered):
+def _emit(layer, inputs, plan, layernorm, gelu, lowered, call):
     import tensorflow as tf
 
     kind = _kind(layer)
@@ -316,7 +317,8 @@ def _emit(layer, inputs, plan, layernorm, gelu, lowered):
         lowered.setdefault(kind, getattr(layer.activation, "__name__", "activation"))
         return _activation(layer.activation, x, gelu)
     lowered.setdefault(kind, "called as is")
-    return layer(*inputs) if len(inputs) > 1 else layer(x)
+    args, kwargs = call  # e.g. Concatenate takes a list, other layers positional tensors
+    return layer(*args, **kwargs)
 
 
 def _activation(activation, y, gelu="exact"):
