@@ -100,7 +100,7 @@ def main():
             from transformers import ConvNextConfig, ConvNextForImageClassification
 
             candidates["HF transformers (torch)"] = lambda: torch_runner(
-                ConvNextForImageClassification(ConvNextConfig()), x, y)
+                ConvNextForImageClassification(ConvNextConfig(num_labels=1000)), x, y)
         except ImportError:
             print("transformers: not installed; skipped")
     except ImportError:
