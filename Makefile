@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist): CI has 2 cores and most tests are graph building, not math.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test bench models clean
 
