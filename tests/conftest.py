@@ -32,9 +32,13 @@ def _seed():
     np.random.seed(0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def two_cpu_strategy():
-    """A MirroredStrategy over two logical CPU devices."""
+    """A MirroredStrategy over two logical CPU devices, one per process.
+
+    Session-scoped: several MirroredStrategy instances in one process hand out colliding
+    collective instance keys ("Shape mismatch in the collective instance 100").
+    """
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(devices) < 2:
         pytest.skip("two logical CPU devices could not be configured in this process")
