@@ -20,12 +20,14 @@ pruning, exits and exporters find weights by them:
 
 Isotropic models have one stage (``s = 0``). The depthwise conv is a ``DepthwiseConv2D``: the
 grouped ``Conv2D`` that keras.applications uses runs about 5× slower on TensorFlow's CPU kernels.
+The norms are :class:`~keras_visrec.layers.LayerNorm`: Keras' ``LayerNormalization`` with the same
+weights, computed in fewer full-size passes.
 """
 
 import keras
 import numpy as np
 
-from keras_visrec.layers import GRN, ImageNetNormalization, LayerScale, StochasticDepth
+from keras_visrec.layers import GRN, ImageNetNormalization, LayerNorm, LayerScale, StochasticDepth
 from keras_visrec.layers.convnext_block import conv_init
 from keras_visrec.layers.exportable import make_pointwise
 from keras_visrec.registry import register_model
@@ -131,7 +133,7 @@ def _block(x, dim, *, prefix, drop_path, layer_scale, use_grn):
         7, padding="same", depthwise_initializer=conv_init()["kernel_initializer"],
         name=f"{prefix}_depthwise_conv",
     )(x)
-    x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}_layernorm")(x)
+    x = LayerNorm(epsilon=1e-6, name=f"{prefix}_layernorm")(x)
     x = make_pointwise(4 * dim, name=f"{prefix}_pointwise_conv_1", activation="gelu", **conv_init())(x)
     if use_grn:
         x = GRN(name=f"{prefix}_grn")(x)
@@ -192,14 +194,14 @@ def ConvNeXt(
     patch = 16 if isotropic else 4
     x = keras.layers.Conv2D(dims[0], patch, strides=patch, name=f"{name}_stem_conv", **conv_init())(x)
     if not isotropic:
-        x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_stem_layernorm")(x)
+        x = LayerNorm(epsilon=1e-6, name=f"{name}_stem_layernorm")(x)
 
     rates = np.linspace(0.0, drop_path_rate, sum(depths)).tolist()
     features = []
     block_index = 0
     for stage, (depth, dim) in enumerate(zip(depths, dims)):
         if stage > 0:
-            x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_downsampling_layernorm_{stage - 1}")(x)
+            x = LayerNorm(epsilon=1e-6, name=f"{name}_downsampling_layernorm_{stage - 1}")(x)
             x = keras.layers.Conv2D(dim, 2, strides=2, name=f"{name}_downsampling_conv_{stage - 1}", **conv_init())(x)
         for block in range(depth):
             x = _block(x, dim, prefix=f"{name}_stage_{stage}_block_{block}",
@@ -211,7 +213,7 @@ def ConvNeXt(
         outputs = features
     elif include_top:
         x = keras.layers.GlobalAveragePooling2D(name=f"{name}_head_gap")(x)
-        x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_head_layernorm")(x)
+        x = LayerNorm(epsilon=1e-6, name=f"{name}_head_layernorm")(x)
         x = keras.layers.Dense(
             classes, name=f"{name}_head_dense",
             # trunc-normal(0.02) × head_init_scale == trunc-normal(0.02 × head_init_scale)
@@ -224,7 +226,7 @@ def ConvNeXt(
             x = keras.layers.GlobalAveragePooling2D(name=f"{name}_head_gap")(x)
         elif pooling == "max":
             x = keras.layers.GlobalMaxPooling2D(name=f"{name}_head_gmp")(x)
-        outputs = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_head_layernorm")(x)
+        outputs = LayerNorm(epsilon=1e-6, name=f"{name}_head_layernorm")(x)
 
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)

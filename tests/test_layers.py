@@ -90,6 +90,30 @@ def test_imagenet_normalization_maps_0_255_to_standard_scores():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x))[0, 0, 0], expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_layer_norm_equals_keras_layer_normalization_and_reloads(dtype):
+    rng = np.random.default_rng(0)
+    x = (3 * rng.standard_normal((2, 5, 5, 8)) + 2).astype("float32")
+    ours = kl.LayerNorm(epsilon=1e-6, dtype=dtype)
+    ours.build(x.shape)
+    ours.set_weights([rng.standard_normal(8).astype("float32"), rng.standard_normal(8).astype("float32")])
+    reference = keras.layers.LayerNormalization(epsilon=1e-6, dtype=dtype)
+    reference.build(x.shape)
+    reference.set_weights(ours.get_weights())
+    got, want = (keras.ops.convert_to_numpy(keras.ops.cast(layer(x), "float32")) for layer in (ours, reference))
+    np.testing.assert_allclose(got, want, atol=2e-6 if dtype == "float32" else 2e-2)
+    assert isinstance(ours, keras.layers.LayerNormalization)
+    model, reloaded = _roundtrip(kl.LayerNorm(epsilon=1e-6), x)
+    assert type(reloaded.layers[-1]) is kl.LayerNorm
+    np.testing.assert_allclose(reloaded(x), model(x))
+
+
+def test_layer_norm_falls_back_to_keras_for_other_axes():
+    x = np.random.default_rng(1).standard_normal((2, 3, 4)).astype("float32")
+    ours, reference = kl.LayerNorm(axis=1), keras.layers.LayerNormalization(axis=1)
+    np.testing.assert_allclose(ours(x), reference(x), atol=1e-6)
+
+
 def test_pointwise_dense_equals_dense_on_4d_input():
     x = np.random.rand(2, 3, 5, 4).astype("float32")
     pointwise = kl.PointwiseDense(6, activation="gelu")

@@ -10,6 +10,7 @@ from keras_visrec.layers.convnext_block import ConvNeXtBlock
 from keras_visrec.layers.drop_path import StochasticDepth
 from keras_visrec.layers.exportable import exportable, gelu_form, is_exportable, make_gelu, make_pointwise, set_exportable
 from keras_visrec.layers.grn import GRN
+from keras_visrec.layers.layer_norm import LayerNorm
 from keras_visrec.layers.layer_scale import LayerScale
 from keras_visrec.layers.pointwise import PointwiseDense
 from keras_visrec.layers.preprocessing import ImageNetNormalization
@@ -19,6 +20,7 @@ __all__ = [
     "GELU",
     "GRN",
     "ImageNetNormalization",
+    "LayerNorm",
     "LayerScale",
     "PointwiseDense",
     "StochasticDepth",

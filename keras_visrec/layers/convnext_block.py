@@ -11,6 +11,7 @@ import keras
 from keras_visrec.layers.drop_path import StochasticDepth
 from keras_visrec.layers.exportable import make_pointwise
 from keras_visrec.layers.grn import GRN
+from keras_visrec.layers.layer_norm import LayerNorm
 from keras_visrec.layers.layer_scale import LayerScale
 
 __all__ = ["ConvNeXtBlock", "conv_init"]
@@ -67,7 +68,7 @@ class ConvNeXtBlock(keras.layers.Layer):
             self.kernel_size, padding="same", name="depthwise_conv",
             depthwise_initializer=conv_init()["kernel_initializer"], bias_initializer="zeros",
         )
-        self.layernorm = keras.layers.LayerNormalization(epsilon=1e-6, name="layernorm")
+        self.layernorm = LayerNorm(epsilon=1e-6, name="layernorm")
         self.grn = GRN(name="grn") if self.use_grn else None
         self.layer_scale = LayerScale(layer_scale_init_value, name="layer_scale") if layer_scale_init_value else None
         self.drop_path = StochasticDepth(self.drop_path_rate, name="drop_path")
