@@ -31,6 +31,7 @@ def export_tflite(
     layernorm="auto",
     gelu="auto",
     depthwise="auto",
+    float_islands="auto",
     compile_edgetpu=True,
     verbose=False,
 ):
@@ -55,6 +56,10 @@ def export_tflite(
             (defaults to up to 32 representative images, else 4 random images).
         layernorm, gelu, depthwise: str. Graph forms (see `keras_visrec.tflite.prepare`);
             `"auto"` picks per target and quantization. Default `"auto"`.
+        float_islands: bool or `"auto"`. For int8 on CPU, keep LayerNorm's per-pixel
+            `variance + eps` and `RSQRT` in float (an island XNNPACK runs; neither has an
+            XNNPACK int8 kernel). `"auto"`: on for `quantization="int8"` with `target="cpu"`,
+            off otherwise; the Edge TPU needs every op in 8 bits. Defaults to `"auto"`.
         compile_edgetpu: bool. Run `edgetpu_compiler` when it is on PATH (target edgetpu).
             Defaults to `True`.
         verbose: bool. Print the report. Defaults to `False`.
@@ -74,7 +79,8 @@ def export_tflite(
 
     quantization, target, io_dtype, path = _validate(quantization, target, io_dtype, path, calibration_samples)
     layernorm, gelu, depthwise = resolve_forms(target, quantization, layernorm, gelu, depthwise)
-    prepared = prepare_graph(model, layernorm=layernorm, gelu=gelu, depthwise=depthwise)
+    islands = _resolve_islands(float_islands, quantization, target)
+    prepared = prepare_graph(model, layernorm=layernorm, gelu=gelu, depthwise=depthwise, float_islands=islands)
     sample_shape = prepared.input_shape[1:]
     integer = quantization == "int8"
     calibration = None
@@ -92,12 +98,15 @@ def export_tflite(
     else:
         validation = np.random.default_rng(0).uniform(0, 255, (4,) + sample_shape).astype("float32")
 
-    content = _convert(prepared.function, quantization, target, io_dtype, calibration, verbose)
+    content = _convert(prepared.function, quantization, target, io_dtype, calibration, verbose,
+                       float_nodes=prepared.float_nodes)
     report = analyze_tflite(path, quantization=quantization, target=target, model_content=content)
     report.folds = list(prepared.folds)
     report.lowered = dict(prepared.lowered)
-    report.lowered["forms"] = f"layernorm={layernorm}, gelu={gelu}, depthwise={depthwise}"
+    report.lowered["forms"] = f"layernorm={layernorm}, gelu={gelu}, depthwise={depthwise}, float_islands={islands}"
     report.precision = _precision_notes(report, quantization)
+    if prepared.float_nodes:
+        _note_float_islands(report, len(prepared.float_nodes) // 2)
     if target == "edgetpu":
         from keras_visrec.tflite.edgetpu import check_edgetpu
 
@@ -119,6 +128,17 @@ def export_tflite(
     if verbose:
         print(report)
     return report
+
+
+def _resolve_islands(float_islands, quantization, target):
+    if float_islands == "auto":
+        return quantization == "int8" and target == "cpu"
+    if not isinstance(float_islands, bool):
+        raise ValueError(f"`float_islands` must be True, False or 'auto'; received float_islands={float_islands!r}.")
+    if float_islands and target == "edgetpu":
+        raise ValueError("`float_islands=True` keeps ops in float, which the Edge TPU cannot run; use "
+                         "float_islands=False (or 'auto') with target='edgetpu'.")
+    return float_islands and quantization == "int8"
 
 
 def _validate(quantization, target, io_dtype, path, calibration_samples):
@@ -191,7 +211,7 @@ def _is_tensor(value):
     return type(value).__name__ in ("EagerTensor", "Tensor", "ResourceVariable") and hasattr(value, "numpy")
 
 
-def _convert(function, quantization, target, io_dtype, calibration, verbose):
+def _convert(function, quantization, target, io_dtype, calibration, verbose, float_nodes=()):
     import tensorflow as tf
 
     # trackable_obj: the non-deprecated path, which also writes the "serving_default" signature
@@ -211,6 +231,8 @@ def _convert(function, quantization, target, io_dtype, calibration, verbose):
         if io_dtype != "float32":
             converter.inference_input_type = getattr(tf, io_dtype)
             converter.inference_output_type = getattr(tf, io_dtype)
+        if float_nodes:
+            return _convert_with_float_nodes(converter, float_nodes, io_dtype)
     try:
         return converter.convert()
     except Exception as error:  # the converter raises ConverterError / RuntimeError with MLIR text
@@ -222,6 +244,27 @@ def _convert(function, quantization, target, io_dtype, calibration, verbose):
                 f"{detail.strip()}"
             ) from error
         raise RuntimeError(f"TFLite conversion failed ({quantization}, target={target}): {detail.strip()}") from error
+
+
+def _convert_with_float_nodes(converter, float_nodes, io_dtype):
+    """int8 conversion that keeps the named nodes in float (calibrate, then quantize with a denylist).
+
+    TensorFlow's converter exposes this only through its quantization debugger
+    (``tf.lite.experimental.QuantizationDebugger`` with ``denylisted_nodes``), which builds a
+    debug model on the way; the two steps it runs are called here directly.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    converter._experimental_calibrate_only = True  # noqa: SLF001 (as QuantizationDebugger does)
+    try:
+        calibrated = converter.convert()
+    except Exception as error:
+        raise RuntimeError(f"TFLite int8 calibration failed: {str(error).strip().splitlines()[0]}") from error
+    io_type = getattr(tf, io_dtype)
+    return tf_convert.mlir_quantize(
+        calibrated, disable_per_channel=False, input_data_type=io_type,
+        output_data_type=io_type, denylisted_nodes=list(float_nodes))
 
 
 def _calibration_generator(samples, verbose):
@@ -253,6 +296,19 @@ def _precision_notes(report, quantization):
     elif quantization == "fp16":
         notes.append("weights float16, dequantized to float32 at load (or run in fp16 by the GPU delegate)")
     return notes
+
+
+def _note_float_islands(report, count):
+    """Moves the intended float ops of the LayerNorm islands from `problems` to `precision`."""
+    island_ops = {"ADD", "RSQRT"}
+    floats = {op.op for op in report.ops if op.dtype == "float32" and op.op not in ("QUANTIZE", "DEQUANTIZE")}
+    report.problems = [p for p in report.problems
+                       if not (p.startswith("float32 ops left") and floats <= island_ops)]
+    report.precision = [n for n in report.precision if not n.startswith("kept in float32")]
+    report.precision.append(
+        f"float islands: {count} LayerNorm statistics (variance + eps, RSQRT on H×W×1) kept in float32 between "
+        "DEQUANTIZE and QUANTIZE, which XNNPACK runs; it has no int8 kernel for either"
+    )
 
 
 def _write_atomically(path, content):

@@ -15,7 +15,12 @@ lowers to reshapes, shape arithmetic and a batched matmul; ``LayerNormalization`
 * GELU as the builtin op (``gelu="exact"``) or as the tanh approximation written as
   ``x * sigmoid(...)`` (``gelu="tanh"``, not fused by the converter; max error 5e-4 against exact);
 * 7×7 depthwise convs as row bands of ≤ 25 taps (``depthwise="split"``): XNNPACK's multipass
-  depthwise path for larger kernels is 30–100× slower on x86 (measured, LiteRT 2.3).
+  depthwise path for larger kernels is 30–100× slower on x86 (measured, LiteRT 2.3);
+* with ``float_islands=True``, LayerNorm's ``variance + eps`` and ``RSQRT`` as named nodes
+  (listed in ``PreparedGraph.float_nodes``) that the int8 exporter keeps in float: XNNPACK
+  takes neither in int8 (the ``eps`` constant's scale is out of its range, and it has no int8
+  ``RSQRT``), but takes the float island ``DEQUANTIZE → ADD → RSQRT → QUANTIZE`` on the
+  per-pixel ``H×W×1`` statistics.
 
 Layers it does not know are called as they are (their variables are frozen to constants by the
 exporter), so any functional model exports; the report then shows what they became.
@@ -37,13 +42,16 @@ _LINEAR = ("Conv2D", "Dense")
 
 
 def _kind(layer):
-    """The layer's class name, with subclasses of Dense / Conv2D (e.g. PointwiseDense) folded in."""
+    """The layer's class name, with subclasses of Dense / Conv2D / LayerNormalization folded in.
+
+    Subclasses such as ``PointwiseDense`` or keras_visrec's ``LayerNorm`` compute the same
+    function with the same weights as their Keras base and are emitted like it.
+    """
     import keras
 
-    if isinstance(layer, keras.layers.Dense):
-        return "Dense"
-    if isinstance(layer, keras.layers.Conv2D):
-        return "Conv2D"
+    for base in (keras.layers.Dense, keras.layers.Conv2D, keras.layers.LayerNormalization):
+        if isinstance(layer, base):
+            return base.__name__
     return type(layer).__name__
 
 
@@ -57,6 +65,7 @@ class PreparedGraph:
         folds: human-readable list of the exact folds applied.
         lowered: layer class name -> how it was emitted.
         layernorm: the LayerNorm form used. gelu: the GELU form used.
+        float_nodes: names of the graph nodes an int8 conversion should keep in float.
     """
 
     function: object
@@ -65,6 +74,7 @@ class PreparedGraph:
     lowered: dict
     layernorm: str
     gelu: str
+    float_nodes: list = dataclasses.field(default_factory=list)
 
 
 def resolve_forms(target, quantization, layernorm="auto", gelu="auto", depthwise="auto"):
@@ -89,7 +99,7 @@ def resolve_forms(target, quantization, layernorm="auto", gelu="auto", depthwise
     return layernorm, gelu, depthwise
 
 
-def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", batch_size=1):
+def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", float_islands=False, batch_size=1):
     """Builds the export graph of a functional Keras ``model`` (see the module docstring).
 
     Args:
@@ -100,6 +110,8 @@ def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", b
             converter does not fuse). Defaults to `"exact"`.
         depthwise: str. `"split"` (kernels over 25 taps as row bands, XNNPACK's fast path) or
             `"single"` (one DEPTHWISE_CONV_2D). Defaults to `"split"`.
+        float_islands: bool. Name LayerNorm's `variance + eps` and `RSQRT` nodes so an int8
+            conversion can keep them in float (see the module docstring). Defaults to `False`.
         batch_size: int. Static batch dimension. Defaults to `1`.
 
     Returns:
@@ -127,6 +139,8 @@ def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", b
         raise ValueError(f"`depthwise` must be one of {DEPTHWISE_CHOICES[1:]}; received depthwise={depthwise!r}.")
     plan = _plan_folds(nodes)
     plan["depthwise"] = depthwise
+    plan["float_islands"] = bool(float_islands)
+    plan["float_nodes"] = []
     lowered = {}
     input_shape = (int(batch_size),) + tuple(int(d) for d in shape)
 
@@ -149,7 +163,8 @@ def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", b
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     function = convert_variables_to_constants_v2(function)
-    return PreparedGraph(function, input_shape, plan["folds"], lowered, layernorm, gelu)
+    return PreparedGraph(function, input_shape, plan["folds"], lowered, layernorm, gelu,
+                         list(dict.fromkeys(plan["float_nodes"])))
 
 
 def _as_list(value):
@@ -293,7 +308,8 @@ def _emit(layer, inputs, plan, layernorm, gelu, lowered, call):
         return _activation(layer.activation, _emit_depthwise(layer, x, plan["depthwise"], lowered), gelu)
     if kind == "LayerNormalization" and _is_channel_layernorm(layer):
         lowered.setdefault(kind, f"layernorm={layernorm}")
-        return _emit_layernorm(layer, x, affine=layer.name not in plan["plain_layernorm"], form=layernorm)
+        return _emit_layernorm(layer, x, affine=layer.name not in plan["plain_layernorm"], form=layernorm,
+                               float_nodes=plan["float_nodes"] if plan["float_islands"] else None)
     if kind == "GELU" or (kind == "Activation" and "gelu" in getattr(layer.activation, "__name__", "")):
         lowered.setdefault(kind, f"gelu={gelu}")
         return _emit_gelu(x, gelu)
@@ -365,7 +381,9 @@ def _emit_depthwise(layer, x, form, lowered):
     XNNPACK runs depthwise kernels of up to 25 taps in one pass; a 7×7 (49 taps) takes its
     multipass path, measured 30× (fp32) to 100× (int8) slower than a 5×5 on x86 LiteRT 2.3.
     Splitting the kernel into row bands over one zero-padded input is exact in float:
-    ``y = sum_b conv_valid(pad(x)[rows of band b], K[band b])``.
+    ``y = sum_b conv_valid(pad(x)[rows of band b], K[band b])``. On maps smaller than the
+    kernel, taps that only ever meet the zero padding are dropped first (exact too): a band of
+    them would be an all-zero tensor whose int8 scale XNNPACK's ADD rejects.
     """
     import tensorflow as tf
 
@@ -378,17 +396,28 @@ def _emit_depthwise(layer, x, form, lowered):
         y = tf.nn.depthwise_conv2d(x, kernel, (1,) + tuple(layer.strides) + (1,), layer.padding.upper(),
                                    dilations=tuple(layer.dilation_rate))
         return y if bias is None else tf.nn.bias_add(y, bias)
+    height, width = int(x.shape[1]), int(x.shape[2])
+    (top, bottom, rows), (left, right, cols) = _live_taps(kh, height), _live_taps(kw, width)
+    kernel = kernel[rows[0]:rows[1], cols[0]:cols[1]]
+    kh, kw = kernel.shape[:2]
     rows_per_band = max(1, _FAST_TAPS // kw)
     bands = [(start, min(kh, start + rows_per_band)) for start in range(0, kh, rows_per_band)]
     lowered.setdefault("DepthwiseConv2D", f"PAD + {len(bands)} row-band DEPTHWISE_CONV_2D ({kh}x{kw} split)")
-    height = int(x.shape[1])
-    padded = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
+    padded = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
     total = None
     for start, stop in bands:
-        window = padded[:, start:start + height + (stop - start) - 1]
+        window = padded if len(bands) == 1 else padded[:, start:start + height + (stop - start) - 1]
         part = tf.nn.depthwise_conv2d(window, kernel[start:stop], (1, 1, 1, 1), "VALID")
         total = part if total is None else total + part
     return total if bias is None else tf.nn.bias_add(total, bias)
+
+
+def _live_taps(size, length):
+    """For a centred odd kernel of ``size`` taps over ``length`` pixels ('same' padding):
+    ``(pad_before, pad_after, (first, stop))`` keeping only taps that can meet real pixels."""
+    centre = size // 2
+    first, stop = max(0, centre - length + 1), min(size, centre + length)
+    return centre - first, stop - 1 - centre, (first, stop)
 
 
 _FAST_TAPS = 25
@@ -411,12 +440,19 @@ def _channel_mean(x, form):
     return tf.matmul(x, weights)
 
 
-def _emit_layernorm(layer, x, *, affine, form):
+def _emit_layernorm(layer, x, *, affine, form, float_nodes=None):
+    """LayerNorm over channels; with ``float_nodes`` (a list) its eps-add and rsqrt are named and listed there."""
     import tensorflow as tf
 
     centred = x - _channel_mean(x, form)
     variance = _channel_mean(centred * centred, form)
-    y = centred * tf.math.rsqrt(variance + float(layer.epsilon))
+    if float_nodes is None:
+        inverse = tf.math.rsqrt(variance + float(layer.epsilon))
+    else:
+        names = (f"{layer.name}_variance_eps", f"{layer.name}_rsqrt")
+        inverse = tf.math.rsqrt(tf.math.add(variance, float(layer.epsilon), name=names[0]), name=names[1])
+        float_nodes.extend(names)
+    y = centred * inverse
     if affine:
         if layer.scale:
             y = y * _np(layer.gamma).astype("float32")

@@ -100,9 +100,31 @@ def test_representative_data_forms_are_accepted(tiny_model, images, tmp_path):
         assert report.agreement["samples"] == 8
         assert report.input_dtype == "float32"
     # with realistic layer scales every compute op of the int8 graph runs on XNNPACK except the
-    # tiny per-pixel RSQRT, the LUT-based GELU and the softmax
-    assert {op for op, row in report.kernels.items() if row["builtin"]} <= {"RSQRT", "GELU", "SOFTMAX", "ADD"}
+    # LUT-based GELU and the softmax (LayerNorm's eps-add and RSQRT run as a float island)
+    assert {op for op, row in report.kernels.items() if row["builtin"]} <= {"GELU", "SOFTMAX"}
     assert report.kernels["CONV_2D"]["builtin"] == 0 and report.kernels["DEPTHWISE_CONV_2D"]["builtin"] == 0
+
+
+@pytest.mark.parametrize("io_dtype", ["float32", "int8", "uint8"])
+def test_int8_float_islands_put_layernorm_statistics_on_xnnpack(tiny_model, images, tmp_path, io_dtype):
+    islands = export_tflite(tiny_model, tmp_path / "islands.tflite", quantization="int8", representative_data=images,
+                            io_dtype=io_dtype)
+    assert islands.input_dtype == io_dtype and islands.output_dtype == io_dtype
+    rsqrt = [op for op in islands.ops if op.op == "RSQRT"]
+    assert len(rsqrt) == 9 and all(op.dtype == "float32" and op.xnnpack for op in rsqrt)
+    assert all(op.output_shapes[0][-1] == 1 for op in islands.ops if op.op in ("ADD", "RSQRT") and op.dtype == "float32")
+    assert not any(op.op not in ("QUANTIZE", "DEQUANTIZE", "ADD", "RSQRT") and op.dtype == "float32" for op in islands.ops)
+    assert any("float islands: 9 LayerNorm" in note for note in islands.precision)
+    assert not any("float32 ops left" in problem for problem in islands.problems)
+    assert islands.agreement["max_abs_diff"] < 0.05 and "float_islands=True" in islands.lowered["forms"]
+    if io_dtype != "float32":
+        return
+    plain = export_tflite(tiny_model, tmp_path / "plain.tflite", quantization="int8", representative_data=images,
+                          float_islands=False)
+    assert plain.kernels["RSQRT"] == {"count": 9, "xnnpack": 0, "builtin": 9, "dtypes": ["int8"]}
+    assert "float_islands=False" in plain.lowered["forms"]
+    # the islands change only the precision of the per-pixel statistics
+    assert np.abs(islands.agreement["max_abs_diff"] - plain.agreement["max_abs_diff"]) < 0.02
 
 
 @pytest.mark.parametrize(
@@ -117,6 +139,9 @@ def test_representative_data_forms_are_accepted(tiny_model, images, tmp_path):
         (dict(quantization="int8", representative_data=42), TypeError, "representative_data"),
         (dict(io_dtype="uint8"), ValueError, "io_dtype"),
         (dict(layernorm="rms"), ValueError, "layernorm"),
+        (dict(float_islands="yes"), ValueError, "float_islands"),
+        (dict(quantization="int8", target="edgetpu", float_islands=True, representative_data=np.zeros((2, 32, 32, 3))),
+         ValueError, "float_islands"),
     ],
 )
 def test_bad_arguments_raise_clear_errors_and_write_nothing(tiny_model, tmp_path, kwargs, error, match):

@@ -38,10 +38,13 @@ def test_int8_top1_within_one_point_of_fp32_with_full_int8_graph(trained, tmp_pa
     print(f"digits top-1: keras fp32 {keras_top1:.4f}, tflite int8 {int8_top1:.4f}, agreement {agreement:.4f}")
     assert abs(int8_top1 - keras_top1) <= 0.01
     assert agreement >= 0.99
-    # every compute op is int8; weights per output channel
+    # every compute op is int8 except LayerNorm's per-pixel float island (variance + eps, RSQRT);
+    # weights per output channel
     for op in report.ops:
         if op.op not in ("QUANTIZE", "DEQUANTIZE"):
-            assert op.dtype == "int8", (op.op, op.dtype)
+            island = op.op in ("ADD", "RSQRT") and op.output_shapes[0][-1] == 1
+            assert op.dtype == ("float32" if island else "int8"), (op.op, op.dtype, op.output_shapes)
+    assert report.kernels["RSQRT"]["dtypes"] == ["float32"]
     tensors = runner.interpreter.get_tensor_details()
     per_channel = [t for t in tensors if len(t["quantization_parameters"]["scales"]) > 1]
     assert len(per_channel) >= 4 * 2 + 4  # pointwise + depthwise + stem/downsampling kernels
@@ -51,7 +54,7 @@ def test_int8_top1_within_one_point_of_fp32_with_full_int8_graph(trained, tmp_pa
     if report.xnnpack_refused:
         assert not runner.xnnpack and any("XNNPACK" in problem for problem in report.problems)
     else:
-        for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "SUB"):
+        for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "SUB", "ADD", "RSQRT"):
             assert report.kernels[op]["builtin"] == 0, report.kernels[op]
 
 
