@@ -48,8 +48,10 @@ def test_fp32_export_matches_keras_with_static_conv_graph(tiny_model, images, tm
     ops = set(report.op_histogram)
     assert not ops & _DYNAMIC_OPS, ops
     assert "GELU" in ops and "CONV_2D" in ops
-    # every pointwise layer is a CONV_2D: stem + 3 downsampling + 2 per block
+    # every pointwise layer is a CONV_2D: stem + 3 downsampling + 2 per block; the patchify
+    # convs (stem 4x4/4, downsampling 2x2/2) are SPACE_TO_DEPTH + 1x1 CONV_2D
     assert report.op_histogram["CONV_2D"] == 4 + 2 * 4
+    assert report.op_histogram["SPACE_TO_DEPTH"] == 4
     assert report.input_dtype == "float32"
     runner = keras_visrec.load_tflite(report.path)
     assert runner.input_shape == (1, 32, 32, 3)
@@ -64,12 +66,15 @@ def test_depthwise_split_is_exact_and_removes_large_kernels(tiny_model, images):
     split = prepare_graph(tiny_model, layernorm="reduce", gelu="exact", depthwise="split")
     single = prepare_graph(tiny_model, layernorm="reduce", gelu="exact", depthwise="single")
     conv = prepare_graph(tiny_model, layernorm="conv", gelu="exact", depthwise="single")
+    cpu = prepare_graph(tiny_model, layernorm="reduce", depthwise="split", float_islands=True, patchify=True)
     expected = tiny_model.predict(images[:1], verbose=0)
-    for graph in (split, single, conv):
+    for graph in (split, single, conv, cpu):
         output = graph.function(tf.constant(images[:1]))
         output = output[0] if isinstance(output, (list, tuple)) else output
         np.testing.assert_allclose(output.numpy(), expected, atol=1e-4)
     assert "row-band" in split.lowered["DepthwiseConv2D"]
+    assert cpu.lowered["Conv2D (k == stride)"] == "SPACE_TO_DEPTH + 1x1 CONV_2D"
+    assert len(cpu.float_nodes) == 2 * 9 and not split.float_nodes  # 9 LayerNorms: eps-add and rsqrt each
 
 
 def test_report_prints_and_serialises(tiny_model, tmp_path):
@@ -140,6 +145,7 @@ def test_int8_float_islands_put_layernorm_statistics_on_xnnpack(tiny_model, imag
         (dict(io_dtype="uint8"), ValueError, "io_dtype"),
         (dict(layernorm="rms"), ValueError, "layernorm"),
         (dict(float_islands="yes"), ValueError, "float_islands"),
+        (dict(patchify="on"), ValueError, "patchify"),
         (dict(quantization="int8", target="edgetpu", float_islands=True, representative_data=np.zeros((2, 32, 32, 3))),
          ValueError, "float_islands"),
     ],
