@@ -45,6 +45,7 @@ _LAZY = {
     "export_tflite": "keras_visrec.tflite.export",
     "load_tflite": "keras_visrec.tflite.runtime",
     "analyze_tflite": "keras_visrec.tflite.report",
+    "profile_tflite": "keras_visrec.tflite.profile",
     # --- ADP-C / HRNet ---
     **{name: "keras_visrec.hrnet" for name in (
         "HRNetV2", "HRNetV2W18SmallV2", "HRNetV2W18", "HRNetV2W32", "HRNetV2W48",

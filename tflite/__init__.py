@@ -6,7 +6,7 @@ are also available at the top level as ``keras_visrec.export_tflite`` / ``keras_
 
 import importlib
 
-__all__ = ["analyze_tflite", "check_edgetpu", "export_tflite", "load_tflite", "parse_compiler_log"]
+__all__ = ["analyze_tflite", "check_edgetpu", "export_tflite", "load_tflite", "parse_compiler_log", "profile_tflite"]
 
 _LAZY = {
     "export_tflite": "keras_visrec.tflite.export",
@@ -14,6 +14,7 @@ _LAZY = {
     "analyze_tflite": "keras_visrec.tflite.report",
     "check_edgetpu": "keras_visrec.tflite.edgetpu",
     "parse_compiler_log": "keras_visrec.tflite.edgetpu",
+    "profile_tflite": "keras_visrec.tflite.profile",
 }
 
 
