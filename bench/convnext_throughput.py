@@ -3,12 +3,19 @@
 Batch 8 at 224×224, fp32, on the CPU: inference images/s and training steps/s, each anchor
 measured in the same run. Prints `name: value` lines and the ratios.
 
-    python bench/convnext_throughput.py [--batch 8] [--repeats 5] [--threads N]
+timm needs torchvision, which cannot share a virtualenv with the CPU build of torch that the
+test extra installs; ``--torch-python`` runs the torch anchors (timm, HF transformers) with
+another interpreter, in a child process of this run, e.g. a venv holding torch, torchvision and timm.
+
+    python bench/convnext_throughput.py [--batch 8] [--repeats 5] [--threads N] [--torch-python PATH]
 """
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -63,50 +70,33 @@ def torch_runner(module, x, y):
     return infer, train
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--skip-train", action="store_true")
-    args = parser.parse_args()
-
-    import keras_visrec  # first: it enables TensorFlow's oneDNN rewrites before TF starts
-
-    import keras
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (args.batch, 224, 224, 3)).astype("float32")
-    y = rng.integers(0, 1000, args.batch)
-    print(f"batch: {args.batch}  threads: {args.threads}  cpu_count: {os.cpu_count()}  "
-          f"TF_ENABLE_ONEDNN_OPTS: {os.environ.get('TF_ENABLE_ONEDNN_OPTS')}  tensorflow: {tf.__version__}")
-
-    candidates = {
-        "keras_visrec": lambda: keras_runner(keras_visrec.ConvNeXtTiny(input_shape=(224, 224, 3)), x, y),
-        "keras.applications": lambda: keras_runner(keras.applications.ConvNeXtTiny(weights=None), x, y),
-    }
+def _torch_candidates(x, y, threads):
+    """The torch anchors importable in this interpreter, as name -> maker."""
     try:
         import torch
-
-        torch.set_num_threads(args.threads)
-        try:
-            import timm
-
-            candidates["timm (torch)"] = lambda: torch_runner(timm.create_model("convnext_tiny"), x, y)
-        except ImportError:
-            print("timm: not installed (needs torchvision); skipped")
-        try:
-            from transformers import ConvNextConfig, ConvNextForImageClassification
-
-            candidates["HF transformers (torch)"] = lambda: torch_runner(
-                ConvNextForImageClassification(ConvNextConfig(num_labels=1000)), x, y)
-        except ImportError:
-            print("transformers: not installed; skipped")
     except ImportError:
         print("torch: not installed; timm / HF anchors skipped")
+        return {}
+    torch.set_num_threads(threads)
+    version = f"torch {torch.__version__}"
+    candidates = {}
+    try:
+        import timm
 
-    inference, training = {}, {}
+        candidates[f"timm ({version})"] = lambda: torch_runner(timm.create_model("convnext_tiny"), x, y)
+    except ImportError:
+        print("timm: not installed here (needs torchvision); see --torch-python")
+    try:
+        from transformers import ConvNextConfig, ConvNextForImageClassification
+
+        candidates[f"HF transformers ({version})"] = lambda: torch_runner(
+            ConvNextForImageClassification(ConvNextConfig(num_labels=1000)), x, y)
+    except ImportError:
+        print("transformers: not installed; skipped")
+    return candidates
+
+
+def _measure(candidates, args, inference, training):
     for name, make in candidates.items():
         infer, train = make()
         inference[name] = args.batch / _timed(infer, args.repeats)
@@ -114,6 +104,61 @@ def main():
         if not args.skip_train:
             training[name] = 1.0 / _timed(train, max(2, args.repeats // 2), warmup=1)
             print(f"{name} train steps/s: {training[name]:.3f}", flush=True)
+
+
+def _measure_in_child(args, inference, training):
+    """Runs this script's torch anchors under ``args.torch_python`` and reads back its lines."""
+    command = [args.torch_python, os.path.abspath(__file__), "--torch-only", "--batch", str(args.batch),
+               "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    if args.skip_train:
+        command.append("--skip-train")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        print(f"--torch-python {args.torch_python}: failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
+        return
+    for line in result.stdout.splitlines():
+        print(line, flush=True)
+        match = re.fullmatch(r"(.+) (inference img/s|train steps/s): ([0-9.]+)", line)
+        if match:
+            (inference if match[2].startswith("inference") else training)[match[1]] = float(match[3])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--torch-python", help="another Python whose torch anchors (timm, HF) to run too")
+    parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.torch_python and not os.path.exists(args.torch_python):
+        parser.error(f"--torch-python: no such interpreter: {args.torch_python}")
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (args.batch, 224, 224, 3)).astype("float32")
+    y = rng.integers(0, 1000, args.batch)
+    inference, training = {}, {}
+    if args.torch_only:
+        _measure(_torch_candidates(x, y, args.threads), args, inference, training)
+        return
+
+    import keras_visrec  # first: it enables TensorFlow's oneDNN rewrites before TF starts
+
+    import keras
+    import tensorflow as tf
+
+    print(f"batch: {args.batch}  threads: {args.threads}  cpu_count: {os.cpu_count()}  "
+          f"TF_ENABLE_ONEDNN_OPTS: {os.environ.get('TF_ENABLE_ONEDNN_OPTS')}  tensorflow: {tf.__version__}  "
+          f"python: {sys.executable}")
+    candidates = {
+        "keras_visrec": lambda: keras_runner(keras_visrec.ConvNeXtTiny(input_shape=(224, 224, 3)), x, y),
+        "keras.applications": lambda: keras_runner(keras.applications.ConvNeXtTiny(weights=None), x, y),
+    }
+    candidates.update(_torch_candidates(x, y, args.threads))
+    _measure(candidates, args, inference, training)
+    if args.torch_python:
+        _measure_in_child(args, inference, training)
 
     ours = inference["keras_visrec"]
     for name in inference:
