@@ -127,17 +127,12 @@ def _parity(model, state, layout):
 
 def _save(model, output, *, include_top, arch, classes, resolution):
     """Saves atomically (temp file in the same directory, then os.replace)."""
-    import tempfile
-
+    from keras_visrec.files import atomic_path
     from keras_visrec.registry import get_model
 
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    suffix = ".weights.h5" if output.endswith(".weights.h5") else ".keras"
-    handle, partial = tempfile.mkstemp(dir=directory, prefix=".convert-", suffix=suffix)
-    os.close(handle)
-    try:
-        if suffix == ".keras":
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with atomic_path(output) as partial:
+        if not output.endswith(".weights.h5"):
             # the saved model is the usual builder output: preprocessing in, softmax out
             shape = (resolution, resolution, 3) if include_top else None
             full = get_model(arch, include_top=include_top, classes=classes, input_shape=shape)
@@ -147,10 +142,6 @@ def _save(model, output, *, include_top, arch, classes, resolution):
             full.save(partial)
         else:
             model.save_weights(partial)
-        os.replace(partial, output)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def _print_summary(summary):

@@ -7,8 +7,9 @@ int8 TFLite models and reports their accuracy and latency. Nothing is downloaded
 """
 
 import os
-import tempfile
 import time
+
+from keras_visrec.files import atomic_path
 
 __all__ = ["register", "run_demo", "train_digits"]
 
@@ -118,15 +119,8 @@ def _export_step(net, output_dir, model):
 
 
 def _save_atomically(model, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
-    os.close(handle)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as temporary:
+        model.save(temporary)
 
 
 def register(subparsers):

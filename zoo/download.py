@@ -9,9 +9,10 @@ error, cut connection, wrong hash, Ctrl-C) leaves a half-written file under the 
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
+
+from keras_visrec.files import atomic_path
 
 __all__ = ["CACHE_ENV", "UNVERIFIED_ENV", "DownloadError", "cache_dir", "download", "sha256_file"]
 
@@ -85,10 +86,9 @@ def download(url, sha256=None, *, filename=None, directory=None, allow_unverifie
 
 
 def _fetch(url, target, sha256, *, progress, timeout):
-    handle, partial = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".", suffix=".part")
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(handle, "wb") as out:
+    with atomic_path(target) as partial:
+        with open(partial, "wb") as out:
             try:
                 response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (user/catalogue URL)
             except urllib.error.HTTPError as error:
@@ -108,11 +108,6 @@ def _fetch(url, target, sha256, *, progress, timeout):
             )
         if sha256 is None:
             print(f"keras_visrec: downloaded {url} without a published hash; its sha256 is {actual}.")
-        os.replace(partial, target)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise
 
 
 def _copy(response, out, digest, total, url, progress):

@@ -22,12 +22,12 @@ weights. ``global_threshold=True`` turns the global threshold into per-layer tar
 
 import inspect
 import os
-import tempfile
 
 import keras
 import numpy as np
 
 from keras_visrec.cifar import ChannelSelection, ShortcutA
+from keras_visrec.files import write_atomic
 from keras_visrec.layers import GRN, GELU, ImageNetNormalization, LayerScale, StochasticDepth
 
 __all__ = ["export_sparse_tflite", "global_magnitude_sparsities", "magnitude_prune", "to_tf_keras",
@@ -151,8 +151,11 @@ def _twin_layer(layer, tf_keras):
         if type(layer) is cls:
             return make(layer)
     name = type(layer).__name__
-    # PointwiseDense is a Dense computed as one 2-D matmul: the same function as tf_keras' Dense
-    target = getattr(tf_keras.layers, "Dense" if isinstance(layer, keras.layers.Dense) else name, None)
+    # PointwiseDense and LayerNorm compute their Keras base's function with its weights and config
+    for base in (keras.layers.Dense, keras.layers.LayerNormalization):
+        if isinstance(layer, base):
+            name = base.__name__
+    target = getattr(tf_keras.layers, name, None)
     if target is None or not type(layer).__module__.startswith(("keras.", "keras_visrec.")):
         raise TypeError(f"Layer {layer.name!r} ({name}) has no tf_keras twin; the tfmot bridge supports Keras' "
                         f"built-in layers and keras_visrec's.")
@@ -356,14 +359,5 @@ def export_sparse_tflite(model, path=None, *, sparse=True):
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     flatbuffer = converter.convert()
     if path is not None:
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tflite.tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(flatbuffer)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_atomic(path, flatbuffer)
     return flatbuffer

@@ -16,11 +16,11 @@ L1-norm also the pruned list ``pruned_cfg``; for slimming the ``ratio``).
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from keras_visrec import cifar
+from keras_visrec.files import write_atomic
 from keras_visrec.flops import count_flops
 from keras_visrec.pruning import arms
 from keras_visrec.pruning.l1_norm import L1_CONFIGS, VGG16_A, l1_prune_config, l1_prune_vgg
@@ -186,31 +186,20 @@ def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None
     return result
 
 
-def _atomic_write(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data if isinstance(data, bytes) else data.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _write(result, out_dir, seeds):
     os.makedirs(out_dir, exist_ok=True)
     files = {name: os.path.join(out_dir, f"study.{name}") for name in ("md", "csv", "json", "png")}
-    _atomic_write(files["md"], result.table() + "\n")
+    write_atomic(files["md"], result.table() + "\n")
     header = "arm,accuracy_mean,accuracy_std,epochs,macs,params,runs\n"
     rows = "".join(f"{r['arm']},{r['accuracy_mean']:.6f},{r['accuracy_std']:.6f},{r['epochs']},{r['macs']},"
                    f"{r['params']},{r['runs']}\n" for r in result.summary)
-    _atomic_write(files["csv"], header + rows)
+    write_atomic(files["csv"], header + rows)
     payload = dict(method=result.method, config=result.config, seeds=list(seeds), summary=list(result.summary),
                    runs=[dataclasses.asdict(r) for r in result.runs])
-    _atomic_write(files["json"], json.dumps(payload, indent=1))
-    _atomic_write(files["png"], _plot(result))
+    write_atomic(files["json"], json.dumps(payload, indent=1))
+    write_atomic(files["png"], _plot(result))
     return files
 
 

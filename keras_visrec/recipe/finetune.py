@@ -25,6 +25,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_visrec.files import atomic_path, write_atomic
 from keras_visrec.recipe.augment import MixupOrCutMix, recipe_loss, train_image_augmenter
 from keras_visrec.recipe.datasets import load_image_source
 from keras_visrec.recipe.head import replace_head
@@ -106,21 +107,6 @@ def model_fingerprint(model):
     return hashlib.sha256(repr(items).encode()).hexdigest()[:16]
 
 
-def _atomic_write_text(path, text):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
@@ -140,17 +126,18 @@ class _AtomicCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        directory = self.output_dir if self.chief else tempfile.mkdtemp(prefix="worker-ckpt-")
         name = f"ckpt-{epoch + 1:04d}.weights.h5"
-        tmp = os.path.join(directory, f".tmp-{name}")
-        self.model.save_weights(tmp)  # every worker takes part in reading distributed variables
-        if not self.chief:
-            shutil.rmtree(directory, ignore_errors=True)
+        if not self.chief:  # every worker takes part in reading distributed variables
+            scratch = tempfile.mkdtemp(prefix="worker-ckpt-")
+            self.model.save_weights(os.path.join(scratch, name))
+            shutil.rmtree(scratch, ignore_errors=True)
             return
-        os.replace(tmp, os.path.join(directory, name))
+        directory = self.output_dir
+        with atomic_path(os.path.join(directory, name)) as temporary:
+            self.model.save_weights(temporary)
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         state = {**self.meta, "epoch": epoch + 1, "step": step, "checkpoint": name, "history": self.history}
-        _atomic_write_text(os.path.join(directory, _STATE), json.dumps(state, indent=1))
+        write_atomic(os.path.join(directory, _STATE), json.dumps(state, indent=1))
         for old in glob.glob(os.path.join(directory, "ckpt-*.weights.h5")):
             if os.path.basename(old) != name:
                 os.remove(old)
