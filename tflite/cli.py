@@ -2,7 +2,7 @@
 
     keras-visrec export convnext_atto out/atto_int8.tflite --quantization int8 \\
         --representative digits --input-size 224 --classes 10 --weights model.keras
-    keras-visrec bench-tflite out/atto_int8.tflite --threads 2 --runs 50
+    keras-visrec bench-tflite out/atto_int8.tflite --threads 2 --runs 50 --profile
 """
 
 __all__ = ["register"]
@@ -32,6 +32,9 @@ def register(subparsers):
     bench.add_argument("--runs", type=int, default=30)
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--edgetpu", action="store_true", help="load the Edge TPU delegate (libedgetpu.so.1)")
+    bench.add_argument("--profile", action="store_true",
+                       help="also time every op type (one-op cuts of the graph, same threads) and show which ran "
+                            "on XNNPACK")
     bench.set_defaults(func=_bench)
 
 
@@ -86,4 +89,8 @@ def _bench(args):
     print(f"model: {args.model}")
     for key, value in stats.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.profile:
+        from keras_visrec.tflite.profile import profile_tflite
+
+        print(profile_tflite(args.model, num_threads=args.threads, rounds=args.runs, warmup=args.warmup).table())
     return 0

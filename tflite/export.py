@@ -296,7 +296,7 @@ def _precision_notes(report, quantization):
         notes.append("weights int8 per output channel (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED); "
                      "biases int32; activations int8 per tensor")
         if report.input_dtype == "float32":
-            notes.append("float32 I/O: one QUANTIZE at the input and one DEQUANTIZE at the output "
+            notes.append("float32 I/O: a QUANTIZE at the input and a DEQUANTIZE at the output "
                          "(0-255 pixels quantize without loss)")
         floats = sorted({op.op for op in report.ops if op.dtype == "float32" and op.op not in ("QUANTIZE", "DEQUANTIZE")})
         if floats:

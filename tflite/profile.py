@@ -73,8 +73,8 @@ class OpProfile:
                  f"whole_model={self.whole_model_ms:.1f} ms (best {self.whole_model_min_ms:.1f})",
                  "  op type                       ms  best_ms   share  count  xnnpack  builtin"]
         for op, row in self.by_type().items():
-            lines.append(f"  {op:<26} {row['ms']:>7.2f}  {row['min_ms']:>7.2f}  {row['share']:>5.1%}  {row['count']:>5}  "
-                         f"{row['xnnpack']:>7}  {row['builtin']:>7}")
+            lines.append(f"  {op:<26} {row['ms']:>7.2f}  {row['min_ms']:>7.2f}  {row['share']:>5.1%}  "
+                         f"{row['count']:>5}  {row['xnnpack']:>7}  {row['builtin']:>7}")
         return "\n".join(lines)
 
     def __str__(self):
@@ -122,7 +122,8 @@ def single_op_models(model_content):
     graph = model.subgraphs[0]
     for index, op in enumerate(graph.operators):
         used = []
-        for tensor in list(op.inputs) + list(op.outputs) + list(op.intermediates if op.intermediates is not None else []):
+        intermediates = list(op.intermediates) if op.intermediates is not None else []
+        for tensor in list(op.inputs) + list(op.outputs) + intermediates:
             if tensor >= 0 and tensor not in used:
                 used.append(tensor)
         remap = {old: new for new, old in enumerate(used)}

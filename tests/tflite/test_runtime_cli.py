@@ -102,9 +102,10 @@ def test_cli_export_and_bench(tmp_path, capsys):
                  "--json", str(tmp_path / "atto.json")])
     assert code == 0 and path.exists() and (tmp_path / "atto.json").exists()
     assert "TFLite export" in capsys.readouterr().out
-    assert main(["bench-tflite", str(path), "--runs", "3", "--threads", "1"]) == 0
+    assert main(["bench-tflite", str(path), "--runs", "3", "--threads", "1", "--profile"]) == 0
     out = capsys.readouterr().out
     assert "p50_ms:" in out and "backend: ai_edge_litert" in out
+    assert "op profile: atto.tflite" in out and "CONV_2D" in out and "SPACE_TO_DEPTH" in out
     code = main(["export", "convnext_atto", str(tmp_path / "edge.tflite"), "--input-size", "32", "--classes", "10",
                  "--quantization", "int8", "--target", "edgetpu", "--representative", "digits", "--samples", "4"])
     assert code == 0
