@@ -6,6 +6,7 @@ checked (XNNPACK coverage, Edge TPU op table, agreement with Keras) and written 
 """
 
 import os
+import warnings
 
 import numpy as np
 
@@ -115,8 +116,9 @@ def export_tflite(
     report.lowered["forms"] = (f"layernorm={layernorm}, gelu={gelu}, depthwise={depthwise}, "
                                f"float_islands={islands}, patchify={patchify}")
     report.precision = _precision_notes(report, quantization)
-    if prepared.float_nodes:
-        _note_float_islands(report, len(prepared.float_nodes) // 2)
+    islands_kept = [op for op in report.ops if op.op == "RSQRT" and op.dtype == "float32"]
+    if prepared.float_nodes and islands_kept:
+        _note_float_islands(report, len(islands_kept))
     if target == "edgetpu":
         from keras_visrec.tflite.edgetpu import check_edgetpu
 
@@ -241,8 +243,11 @@ def _convert(function, quantization, target, io_dtype, calibration, verbose, flo
         if io_dtype != "float32":
             converter.inference_input_type = getattr(tf, io_dtype)
             converter.inference_output_type = getattr(tf, io_dtype)
-        if float_nodes:
+        if float_nodes and _has_node_denylist():
             return _convert_with_float_nodes(converter, float_nodes, io_dtype)
+        if float_nodes:
+            warnings.warn("This TensorFlow has no quantizer node denylist (tensorflow.lite.python.convert."
+                          "mlir_quantize); exporting without float islands.", RuntimeWarning, stacklevel=3)
     try:
         return converter.convert()
     except Exception as error:  # the converter raises ConverterError / RuntimeError with MLIR text
@@ -254,6 +259,17 @@ def _convert(function, quantization, target, io_dtype, calibration, verbose, flo
                 f"{detail.strip()}"
             ) from error
         raise RuntimeError(f"TFLite conversion failed ({quantization}, target={target}): {detail.strip()}") from error
+
+
+def _has_node_denylist():
+    try:
+        from tensorflow.lite.python import convert as tf_convert
+    except ImportError:
+        return False
+    import inspect
+
+    function = getattr(tf_convert, "mlir_quantize", None)
+    return function is not None and "denylisted_nodes" in inspect.signature(function).parameters
 
 
 def _convert_with_float_nodes(converter, float_nodes, io_dtype):

@@ -175,3 +175,13 @@ def test_unknown_layers_with_weights_are_frozen_convnext_v2(tmp_path):
     report = export_tflite(model, tmp_path / "v2.tflite", validation_data=images)
     assert report.lowered["GRN"] == "called as is"
     assert report.agreement["max_abs_diff"] < 1e-4
+
+
+def test_float_islands_fall_back_with_a_warning_without_a_node_denylist(tiny_model, images, tmp_path, monkeypatch):
+    from keras_visrec.tflite import export
+
+    monkeypatch.setattr(export, "_has_node_denylist", lambda: False)
+    with pytest.warns(RuntimeWarning, match="without float islands"):
+        report = export_tflite(tiny_model, tmp_path / "m.tflite", quantization="int8", representative_data=images)
+    assert report.kernels["RSQRT"]["dtypes"] == ["int8"]
+    assert not any("float islands" in note for note in report.precision)
