@@ -166,6 +166,53 @@ def _interpreter(content, threads, xnnpack):
     return interpreter
 
 
+class _CompiledRunner:
+    """LiteRT's CompiledModel API with explicit CPU options, behind an ``invoke()`` like the interpreter's."""
+
+    def __init__(self, content, threads, **cpu):
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.options import CpuOptions, Options
+
+        self.model = CompiledModel.from_buffer(content, options=Options(cpu_options=CpuOptions(num_threads=threads,
+                                                                                                **cpu)))
+        self.key = next(iter(self.model.get_signature_list()))
+        details = self.model.get_input_tensor_details(self.key)
+        self.inputs = {name: self.model.create_input_buffer_by_name(self.key, name) for name in details}
+        self.outputs = {name: self.model.create_output_buffer_by_name(self.key, name)
+                        for name in self.model.get_output_tensor_details(self.key)}
+        for name, buffer in self.inputs.items():
+            buffer.write(np.zeros(details[name]["shape"], np.dtype(details[name]["dtype"])))
+
+    def invoke(self):
+        self.model.run_by_name(self.key, self.inputs, self.outputs)
+
+
+# XNNPACK delegate flags (tflite/delegates/xnnpack/xnnpack_delegate.h): QS8 | QU8 | ENABLE_LATEST_OPERATORS
+_XNNPACK_QS8_QU8_LATEST = 0x1 | 0x2 | 0x40
+
+
+def _runtime_options(content, threads):
+    """Other ways LiteRT can run the same file on CPU: ``{kernel name: runner}`` (failures reported, not raised)."""
+    from keras_visrec.tflite.report import _interpreter_class
+
+    makers = {
+        "xnnpack_latest_features": lambda: _interpreter_class()(
+            model_content=content, num_threads=threads, experimental_default_delegate_latest_features=True),
+        "compiled_qs8_qu8_latest": lambda: _CompiledRunner(content, threads, xnnpack_flags=_XNNPACK_QS8_QU8_LATEST),
+        "compiled_ynnpack": lambda: _CompiledRunner(content, threads, enable_ynnpack=True),
+    }
+    runners = {}
+    for name, make in makers.items():
+        try:
+            runner = make()
+            if hasattr(runner, "allocate_tensors"):
+                runner.allocate_tensors()
+            runners[name] = runner
+        except Exception as error:  # an option this LiteRT build lacks: say so and go on
+            print(f"runtime_option_{name}_unavailable: {type(error).__name__}: {str(error).strip().splitlines()[0]}")
+    return runners
+
+
 def kernels(args):
     """Part `kernels`: 1×1-conv and depthwise stacks at ConvNeXt-T shapes, every precision, 1 and 2 threads."""
     from tqdm.auto import tqdm
@@ -182,6 +229,10 @@ def kernels(args):
                 interpreters[(variant, "xnnpack", threads)] = _interpreter(contents[variant], threads, True)
             for variant in ("fp32", "int8"):
                 interpreters[(variant, "builtin", threads)] = _interpreter(contents[variant], threads, False)
+        if label.startswith("pointwise"):
+            for variant in ("fp32", "int8"):
+                for kernel, runner in _runtime_options(contents[variant], args.threads).items():
+                    interpreters[(variant, kernel, args.threads)] = runner
         times = _interleaved(interpreters, args.kernel_rounds)
         median = {key: float(np.median(values)) for key, values in times.items()}
         best = {key: float(values.min()) for key, values in times.items()}
@@ -196,6 +247,10 @@ def kernels(args):
             ratio = median[("int8", "xnnpack", threads)] / anchor
             gain = median[("fp32", "builtin", threads)] / median[("int8", "xnnpack", threads)]
             print(f"{label}_t{threads}_int8_over_fp32_xnnpack: {ratio:.2f}")
+            for kernel in sorted({k for (_, k, t) in median if t == threads} - {"xnnpack", "builtin"}):
+                if ("int8", kernel, threads) in median and ("fp32", kernel, threads) in median:
+                    option = median[("int8", kernel, threads)] / median[("fp32", kernel, threads)]
+                    print(f"{label}_t{threads}_{kernel}_int8_over_fp32: {option:.2f}")
             print(f"{label}_t{threads}_fp32_builtin_over_int8_xnnpack: {gain:.2f}")
             summary.setdefault(threads, []).append((label, ratio, gain))
     for threads, rows in summary.items():
