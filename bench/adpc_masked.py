@@ -12,6 +12,7 @@ Figures are taken on a shared CPU: other processes may be running; compare ratio
 
 import argparse
 import itertools
+import os
 import time
 
 import numpy as np
@@ -19,16 +20,21 @@ import numpy as np
 SMALL = dict(stem=32, layer1=(1, 16), stages=((1, (2, 2), (16, 32)), (2, (2, 2, 2), (16, 32, 64)),
                                             (2, (2, 2, 2, 2), (16, 32, 64, 128))))
 
+DIGIT_SIZES = (16, 24, 32, 40)  # one object scale for training and test canvases of any size
+
 
 def _parse():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256, help="canvas side (divisible by 32)")
+    parser.add_argument("--size", type=int, default=256, help="test canvas side (divisible by 32)")
+    parser.add_argument("--train-size", type=int, default=128, help="training canvas side (divisible by 32)")
     parser.add_argument("--train", type=int, default=768, help="training canvases")
     parser.add_argument("--test", type=int, default=48, help="test canvases")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threshold", type=float, default=0.998)
     parser.add_argument("--tile", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timing passes over the test images")
+    parser.add_argument("--weights", default=None,
+                        help="a .weights.h5 file: loaded when it exists (no training), else written after training")
     return parser.parse_args()
 
 
@@ -39,14 +45,25 @@ def _train(args):
     from keras_visrec.adpc import AnytimeHRNet, train_anytime
     from keras_visrec.data.digit_segmentation import load_digit_segmentation
 
-    (x, y), (xt, yt) = load_digit_segmentation(size=args.size, num_train=args.train, num_test=args.test,
-                                               digit_sizes=tuple(range(args.size // 8, args.size // 3, 8)), seed=0)
+    (x, y), _ = load_digit_segmentation(size=args.train_size, num_train=args.train, num_test=1,
+                                        digit_sizes=DIGIT_SIZES, seed=0)
+    _, (xt, yt) = load_digit_segmentation(size=args.size, num_train=1, num_test=args.test, digit_sizes=DIGIT_SIZES,
+                                          seed=1)
     x, xt = x / 127.5 - 1.0, xt / 127.5 - 1.0
+
+    def build():
+        return AnytimeHRNet(SMALL, classes=11, exit_width=32, threshold=args.threshold, mode="dense",
+                            tile=args.tile, bn_momentum=0.9, name="bench_adpc")
+
+    if args.weights and os.path.exists(args.weights):
+        model = build()
+        model(xt[:1].astype("float32"))
+        model.load_weights(args.weights)
+        return model, xt.astype("float32"), yt
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(8, drop_remainder=True)
-    model, _ = train_anytime(
-        lambda: AnytimeHRNet(SMALL, classes=11, exit_width=32, threshold=args.threshold, mode="dense",
-                             tile=args.tile, bn_momentum=0.9, name="bench_adpc"),
-        data, epochs=args.epochs, optimizer=keras.optimizers.Adam(3e-3), verbose=2)
+    model, _ = train_anytime(build, data, epochs=args.epochs, optimizer=keras.optimizers.Adam(3e-3), verbose=2)
+    if args.weights:
+        model.save_weights(args.weights)
     return model, xt.astype("float32"), yt
 
 

@@ -13,16 +13,23 @@ result is used (``1 − m > 0``).
 """
 
 import keras
+import numpy as np
 from keras import ops
 
-__all__ = ["MaskedConv2D", "RBFInterpolation", "rbf_interpolate"]
+__all__ = ["MaskedConv2D", "RBFInterpolation", "rbf_interpolate", "rbf_tile_matrix"]
 
 RBF_RADIUS = 3
+MATMUL_SIDE = 128  # up to this map side the dense RBF runs as banded matmuls (see _smooth_matmul)
 
 
 def _axis_weights(lam):
     offsets = ops.cast(ops.arange(-RBF_RADIUS, RBF_RADIUS + 1), "float32")
     return ops.exp(-(lam ** 2) * offsets ** 2)
+
+
+def _kernel_total(weights):
+    side = ops.sum(weights[RBF_RADIUS + 1:])  # a(1) + a(2) + a(3)
+    return 4.0 * side + 4.0 * side * side  # sum of the 7×7 kernel without its centre, without cancellation
 
 
 def rbf_interpolate(values, mask, lam):
@@ -41,14 +48,61 @@ def rbf_interpolate(values, mask, lam):
     mask = ops.cast(mask, values.dtype)
     kept = values * mask
     weights = _axis_weights(lam)
-    side = ops.sum(weights[RBF_RADIUS + 1:])  # a(1) + a(2) + a(3)
-    total = 4.0 * side + 4.0 * side * side  # sum of the 7×7 kernel without its centre, without cancellation
-    channels = int(values.shape[-1])
-    column = ops.tile(ops.reshape(weights, (2 * RBF_RADIUS + 1, 1, 1, 1)), (1, 1, channels, 1))
-    row = ops.reshape(column, (1, 2 * RBF_RADIUS + 1, channels, 1))
-    smoothed = ops.depthwise_conv(kept, column, padding="same")
-    smoothed = ops.depthwise_conv(smoothed, row, padding="same")
+    total = _kernel_total(weights)
+    height, width, channels = values.shape[1], values.shape[2], int(values.shape[-1])
+    if height is not None and width is not None and max(height, width) <= MATMUL_SIDE:
+        smoothed = _smooth_matmul(kept, weights, int(height), int(width), channels)
+    else:
+        column = ops.tile(ops.reshape(weights, (2 * RBF_RADIUS + 1, 1, 1, 1)), (1, 1, channels, 1))
+        row = ops.reshape(column, (1, 2 * RBF_RADIUS + 1, channels, 1))
+        smoothed = ops.depthwise_conv(ops.depthwise_conv(kept, column, padding="same"), row, padding="same")
     return kept + smoothed / (total + 1e-5) * (1.0 - mask)
+
+
+def _band(weights, size):
+    """The ``(size, size)`` matrix of the 7-tap filter ``weights`` with zero padding (banded Toeplitz)."""
+    d = np.arange(size)[:, None] - np.arange(size)[None, :]
+    inside = (np.abs(d) <= RBF_RADIUS).astype("float32")
+    return ops.take(weights, np.clip(d + RBF_RADIUS, 0, 2 * RBF_RADIUS)) * inside
+
+
+def _smooth_matmul(kept, weights, height, width, channels):
+    """The separable 7×7 smoothing as two banded matmuls (rows, then columns).
+
+    On CPU a depthwise convolution with few channels is several times slower than the dense
+    convolution next to it; two matmuls against banded matrices do the same sums fast while the
+    map sides are small (``<= MATMUL_SIDE``).
+    """
+    rows = ops.matmul(_band(weights, height)[None], ops.reshape(kept, (-1, height, width * channels)))
+    cols = ops.matmul(_band(weights, width)[None], ops.reshape(rows, (-1, width, channels)))
+    return ops.reshape(cols, (-1, height, width, channels))
+
+
+def _tile_offsets(tile):
+    """Squared distances and kernel support between a tile's footprint and the tile, both flattened."""
+    r = RBF_RADIUS
+    d = np.arange(-r, tile + r)[:, None] - np.arange(tile)[None, :]  # footprint row − tile row
+    dy, dx = d[:, None, :, None], d[None, :, None, :]
+    inside = (np.abs(dy) <= r) & (np.abs(dx) <= r) & ((dy != 0) | (dx != 0))
+    rows = (tile + 2 * r) ** 2
+    d2 = np.broadcast_to(dy ** 2 + dx ** 2, inside.shape).reshape(rows, tile * tile).astype("float32")
+    return d2, inside.reshape(rows, tile * tile).astype("float32")
+
+
+def rbf_tile_matrix(lam, tile):
+    """The normalised RBF fill of one tile as a matrix ``((tile + 6)², tile²)``.
+
+    Row ``i`` is a pixel of the tile's footprint (the tile and ``RBF_RADIUS`` around it), column
+    ``j`` a pixel of the tile, both row-major: multiplying the flattened ``y·m`` of a tile by it
+    gives that tile's share of ``RBF(y·m)`` on its footprint. Used by the block-sparse mode.
+
+    Args:
+        lam: scalar tensor, the RBF sharpness ``λ``.
+        tile: int. Tile side.
+    """
+    d2, inside = _tile_offsets(int(tile))
+    total = _kernel_total(_axis_weights(lam))
+    return ops.exp(-(lam ** 2) * d2) * inside / (total + 1e-5)
 
 
 @keras.saving.register_keras_serializable(package="keras_visrec")

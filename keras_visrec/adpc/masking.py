@@ -3,9 +3,9 @@
 * ``"none"``: no masking; every exit sees the full network.
 * ``"dense"``: the paper's simulation — the convolution runs on every pixel, then
   ``y·m + RBF(y·m)·(1 − m)``.
-* ``"sparse"``: block-sparse — the active tiles of the output (with the halo the kernel needs)
-  are gathered from the input into a batch, convolved, and scattered back; 1×1 convolutions
-  gather single pixels. The blend is then the same as ``"dense"``. Because every blended map
+* ``"sparse"``: block-sparse (:mod:`keras_visrec.adpc.sparse`) — the active tiles of the output
+  (with the halo the kernel needs) are gathered from the input into a batch, convolved, blended
+  on the tile batch and summed back into the map by one scatter. Because every blended map
   depends on ``y`` only where ``m = 1``, and those positions are computed exactly, ``"sparse"``
   reproduces ``"dense"`` everywhere up to float rounding.
 
@@ -15,6 +15,8 @@ The sparse kernels use TensorFlow gather/scatter ops (the TensorFlow backend).
 import keras
 import numpy as np
 from keras import ops
+
+from keras_visrec.adpc.sparse import TilePlan, sparse_masked_conv, tile_side
 
 __all__ = ["MASK_MODES", "confidence_mask", "resize_mask", "MaskHook"]
 
@@ -67,22 +69,19 @@ def _out_size(size, kernel, stride, pad):
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def _tile_for(height, width, tile):
-    t = tile
-    while t > 1 and (height % t or width % t):
-        t //= 2
-    return t
-
-
 class MaskHook:
     """The ``conv_hook`` of :class:`keras_visrec.hrnet.HRNetOps` for one masked segment.
+
+    The mask is resized once per resolution, and in sparse mode its tiles and gather indices are
+    planned once per resolution (:class:`keras_visrec.adpc.sparse.TilePlan`); every convolution
+    of the segment reuses them. A resolution that is a single tile runs densely (nothing to skip).
 
     Args:
         mask: ``(batch, h, w)`` mask at the exit's resolution (1/4 of the input).
         mode: `"dense"` or `"sparse"`.
         tile: int. Output tile side of the sparse mode. Defaults to `8`.
-        dense_above: float. In sparse mode, a convolution whose active share of tiles exceeds
-            this runs densely (same result, less overhead). Defaults to `0.6`.
+        dense_above: float. In sparse mode, a resolution whose active share of tiles exceeds
+            this runs its convolutions densely (same result, less overhead). Defaults to `0.6`.
     """
 
     def __init__(self, mask, mode="dense", tile=8, dense_above=0.6):
@@ -90,8 +89,8 @@ class MaskHook:
         self.mode = mode
         self.tile = int(tile)
         self.dense_above = float(dense_above)
-        self._cache = {}
-        self.computed = {}  # (h, w) -> computed fraction, for FLOP accounting
+        self._cache = {}  # (h, w) -> mask at that resolution
+        self._plans = {}  # (h, w) -> TilePlan
 
     def mask_at(self, height, width):
         key = (height, width)
@@ -99,18 +98,23 @@ class MaskHook:
             self._cache[key] = resize_mask(self.mask, height, width)
         return self._cache[key]
 
+    def plan_at(self, height, width):
+        """The :class:`~keras_visrec.adpc.sparse.TilePlan` of the mask at ``(height, width)``."""
+        key = (height, width)
+        if key not in self._plans:
+            self._plans[key] = TilePlan(self.mask_at(height, width), self.tile)
+        return self._plans[key]
+
     def __call__(self, layer, x, stride, pad):
+        if not hasattr(layer, "blend"):
+            raise TypeError(f"Layer {layer.name!r} is not a MaskedConv2D; build the model with masking enabled.")
         kernel = layer.kernel_size[0]
         height = _out_size(int(x.shape[1]), kernel, stride, pad)
         width = _out_size(int(x.shape[2]), kernel, stride, pad)
-        mask = self.mask_at(height, width)
-        if self.mode == "sparse":
-            y = sparse_conv(layer, x, mask, stride, pad, self.tile, self.dense_above)
-        else:
-            y = dense_conv(layer, x, stride, pad)
-        if not hasattr(layer, "blend"):
-            raise TypeError(f"Layer {layer.name!r} is not a MaskedConv2D; build the model with masking enabled.")
-        return layer.blend(y, mask)
+        if self.mode == "sparse" and tile_side(height, width, self.tile) < max(height, width):
+            return sparse_masked_conv(layer, x, self.plan_at(height, width), stride, pad,
+                                      lambda: dense_conv(layer, x, stride, pad), self.dense_above)
+        return layer.blend(dense_conv(layer, x, stride, pad), self.mask_at(height, width))
 
 
 def dense_conv(layer, x, stride, pad):
@@ -118,60 +122,6 @@ def dense_conv(layer, x, stride, pad):
     if stride != 1 and pad:
         x = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     return layer(x)
-
-
-def sparse_conv(layer, x, mask, stride, pad, tile=8, dense_above=0.6):
-    """Convolution computed only on the active tiles of ``mask`` (output resolution); zeros elsewhere."""
-    import tensorflow as tf
-
-    kernel = layer.kernel_size[0]
-    if kernel == 1 and stride == 1:
-        return _sparse_pointwise(layer, x, mask, dense_above)
-    batch = tf.shape(x)[0]
-    height, width = int(mask.shape[1]), int(mask.shape[2])
-    t = _tile_for(height, width, tile)
-    rows, cols = height // t, width // t
-    tiles = tf.reduce_max(tf.reshape(mask, (-1, rows, t, cols, t)), axis=(2, 4))
-    active_share = tf.reduce_mean(tiles)
-
-    def dense():
-        return dense_conv(layer, x, stride, pad)
-
-    def sparse():
-        index = tf.cast(tf.where(tiles > 0), tf.int32)  # (n, 3): batch, tile row, tile col
-        padded = tf.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        hp, wp = int(x.shape[1]) + 2 * pad, int(x.shape[2]) + 2 * pad
-        span = (t - 1) * stride + kernel
-        flat = tf.reshape(padded, (-1, int(x.shape[-1])))
-        base = index[:, 0] * (hp * wp) + index[:, 1] * (t * stride * wp) + index[:, 2] * (t * stride)
-        offsets = tf.constant((np.arange(span)[:, None] * wp + np.arange(span)[None, :]).astype("int32"))
-        patches = tf.gather(flat, base[:, None, None] + offsets[None])
-        y = tf.nn.conv2d(patches, layer.kernel, strides=stride, padding="VALID")
-        if layer.use_bias:
-            y = y + layer.bias
-        channels = int(layer.filters)
-        grid = tf.scatter_nd(index, y, tf.stack([batch, rows, cols, t, t, channels]))
-        grid = tf.transpose(grid, (0, 1, 3, 2, 4, 5))
-        return tf.reshape(grid, tf.stack([batch, height, width, channels]))
-
-    def empty():
-        return tf.zeros(tf.stack([batch, height, width, int(layer.filters)]), x.dtype)
-
-    return tf.cond(active_share > dense_above, dense, lambda: tf.cond(active_share > 0, sparse, empty))
-
-
-def _sparse_pointwise(layer, x, mask, dense_above):
-    import tensorflow as tf
-
-    def sparse():
-        index = tf.where(mask > 0)
-        y = tf.matmul(tf.gather_nd(x, index), layer.kernel[0, 0])
-        if layer.use_bias:
-            y = y + layer.bias
-        shape = tf.concat([tf.shape(x, out_type=tf.int64)[:3], [int(layer.filters)]], axis=0)
-        return tf.scatter_nd(index, y, shape)
-
-    return tf.cond(tf.reduce_mean(mask) > dense_above, lambda: layer(x), sparse)
 
 
 def as_float(value):

@@ -1,0 +1,66 @@
+"""The block-sparse masked convolution against the dense simulation, one convolution at a time."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_visrec.adpc import MaskedConv2D, rbf_interpolate
+from keras_visrec.adpc import layers as adpc_layers
+from keras_visrec.adpc.masking import dense_conv
+from keras_visrec.adpc.sparse import TilePlan, sparse_masked_conv, tile_side
+
+
+def _blobs(batch, height, width, seed):
+    """A 0/1 mask of a few rectangles: some tiles busy, some empty, edges at odd offsets."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((batch, height, width), "float32")
+    for b in range(batch):
+        for _ in range(3):
+            top, left = rng.integers(0, height - 2), rng.integers(0, width - 2)
+            mask[b, top:top + rng.integers(1, 5), left:left + rng.integers(1, 7)] = 1.0
+    return mask
+
+
+@pytest.mark.parametrize("kernel,stride,bias", [(3, 1, False), (1, 1, True), (3, 2, False)])
+@pytest.mark.parametrize("tile", [4, 8])
+def test_sparse_conv_equals_dense_blend(kernel, stride, bias, tile):
+    rng = np.random.default_rng(kernel * 10 + stride + tile)
+    x = rng.normal(size=(2, 32, 24, 5)).astype("float32")
+    pad = kernel // 2
+    layer = MaskedConv2D(6, kernel, strides=stride, padding="same" if stride == 1 else "valid", use_bias=bias,
+                         bias_initializer="random_normal", initial_lambda=0.8)
+    dense_y = dense_conv(layer, x, stride, pad)
+    mask = _blobs(2, int(dense_y.shape[1]), int(dense_y.shape[2]), seed=tile)
+    expected = keras.ops.convert_to_numpy(layer.blend(dense_y, mask))
+    plan = TilePlan(keras.ops.convert_to_tensor(mask), tile)
+    for dense_above in (1.0, 0.0):  # always sparse; always the dense fallback
+        got = sparse_masked_conv(layer, x, plan, stride, pad, lambda: dense_conv(layer, x, stride, pad), dense_above)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, atol=1e-5)
+    assert 0.0 < float(plan.tile_share) < 1.0
+
+
+def test_empty_mask_gives_zeros_without_work():
+    x = np.ones((1, 16, 16, 3), "float32")
+    layer = MaskedConv2D(4, 3, padding="same", use_bias=True, bias_initializer="ones")
+    layer.build(x.shape)
+    plan = TilePlan(keras.ops.zeros((1, 16, 16)), 4)
+    out = sparse_masked_conv(layer, x, plan, 1, 1, lambda: dense_conv(layer, x, 1, 1), 1.0)
+    assert int(plan.count) == 0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), np.zeros((1, 16, 16, 4)))
+
+
+def test_tile_side_divides_both_sides():
+    assert tile_side(64, 128, 8) == 8
+    assert tile_side(12, 20, 8) == 4
+    assert tile_side(6, 10, 8) == 2
+
+
+def test_rbf_depthwise_and_matmul_forms_agree(monkeypatch):
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(2, 20, 12, 4)).astype("float32")
+    mask = (rng.random((2, 20, 12)) < 0.3).astype("float32")
+    lam = keras.ops.convert_to_tensor(1.3)
+    matmul = keras.ops.convert_to_numpy(rbf_interpolate(values, mask, lam))
+    monkeypatch.setattr(adpc_layers, "MATMUL_SIDE", 0)
+    depthwise = keras.ops.convert_to_numpy(rbf_interpolate(values, mask, lam))
+    np.testing.assert_allclose(matmul, depthwise, atol=1e-5)
