@@ -4,8 +4,10 @@ ConvNeXt (V1, isotropic, V2) with keras.applications semantics, ADP-C anytime de
 the pruning baselines of "Rethinking the Value of Network Pruning", PyTorch checkpoints loaded
 without torch, and TFLite / Edge TPU export.
 
-Heavy or optional parts (export, runtime, pruning, ADP-C, recipes) are imported on first use,
-so ``import keras_visrec`` stays cheap and never imports tensorflow-model-optimization.
+Public names resolve on first use. ``import keras_visrec`` imports Keras and the modules that
+register custom layers, losses and schedules, so ``keras.models.load_model`` reloads any saved
+keras_visrec model without ``custom_objects``; it never imports tensorflow-model-optimization or
+a TFLite runtime.
 """
 
 import importlib
@@ -88,3 +90,10 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
+
+
+# Keras finds a custom object by its registered name only once the defining module has run.
+_REGISTERING = ("keras_visrec.layers", "keras_visrec.cifar", "keras_visrec.adpc", "keras_visrec.recipe")
+for _module in _REGISTERING:
+    importlib.import_module(_module)
+del _module
