@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from keras_visrec.files import write_atomic
 from keras_visrec.tflite.report import analyze_tflite
 
 __all__ = ["IO_DTYPES", "QUANTIZATIONS", "TARGETS", "export_tflite"]
@@ -131,7 +132,7 @@ def export_tflite(
                 "target='cpu'."
             )
         report.edgetpu = check_edgetpu(report.ops)
-    _write_atomically(path, content)
+    write_atomic(path, content)
     report.agreement = _agreement(model, path, validation, xnnpack=not report.xnnpack_refused)
     if target == "edgetpu" and compile_edgetpu:
         from keras_visrec.tflite.edgetpu import run_edgetpu_compiler
@@ -335,17 +336,6 @@ def _note_float_islands(report, count):
         f"float islands: {count} LayerNorm statistics (variance + eps, RSQRT on H×W×1) kept in float32 between "
         "DEQUANTIZE and QUANTIZE, which XNNPACK runs; it has no int8 kernel for either"
     )
-
-
-def _write_atomically(path, content):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(content)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _agreement(model, path, images, *, xnnpack=True):

@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from keras_visrec.files import write_atomic
+
 __all__ = ["ExportReport", "OpInfo", "analyze_tflite", "kernel_table", "read_ops"]
 
 _DELEGATE_NODE = "DELEGATE"
@@ -90,10 +92,7 @@ class ExportReport:
         """JSON text of the report; also written atomically to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent, default=_json_default)
         if path is not None:
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
+            write_atomic(path, text)
         return text
 
     def __str__(self):
