@@ -22,9 +22,11 @@ RBF_RADIUS = 3
 MATMUL_SIDE = 128  # up to this map side the dense RBF runs as banded matmuls (see _smooth_matmul)
 
 
+_NEG_SQUARED_OFFSETS = -np.arange(-RBF_RADIUS, RBF_RADIUS + 1, dtype="float32") ** 2
+
+
 def _axis_weights(lam):
-    offsets = ops.cast(ops.arange(-RBF_RADIUS, RBF_RADIUS + 1), "float32")
-    return ops.exp(-(lam ** 2) * offsets ** 2)
+    return ops.exp(ops.square(lam) * _NEG_SQUARED_OFFSETS)
 
 
 def _kernel_total(weights):
@@ -45,18 +47,20 @@ def rbf_interpolate(values, mask, lam):
     """
     if len(mask.shape) == 3:
         mask = mask[..., None]
-    mask = ops.cast(mask, values.dtype)
+    if mask.dtype != values.dtype:
+        mask = ops.cast(mask, values.dtype)
     kept = values * mask
     weights = _axis_weights(lam)
     total = _kernel_total(weights)
     height, width, channels = values.shape[1], values.shape[2], int(values.shape[-1])
+    scale = 1.0 / (total + 1e-5)
     if height is not None and width is not None and max(height, width) <= MATMUL_SIDE:
-        smoothed = _smooth_matmul(kept, weights, int(height), int(width), channels)
+        smoothed = _smooth_matmul(kept, weights, scale, int(height), int(width), channels)
     else:
         column = ops.tile(ops.reshape(weights, (2 * RBF_RADIUS + 1, 1, 1, 1)), (1, 1, channels, 1))
         row = ops.reshape(column, (1, 2 * RBF_RADIUS + 1, channels, 1))
-        smoothed = ops.depthwise_conv(ops.depthwise_conv(kept, column, padding="same"), row, padding="same")
-    return kept + smoothed / (total + 1e-5) * (1.0 - mask)
+        smoothed = ops.depthwise_conv(ops.depthwise_conv(kept, column, padding="same"), row, padding="same") * scale
+    return kept + smoothed * (1.0 - mask)
 
 
 def _band(weights, size):
@@ -66,16 +70,20 @@ def _band(weights, size):
     return ops.take(weights, np.clip(d + RBF_RADIUS, 0, 2 * RBF_RADIUS)) * inside
 
 
-def _smooth_matmul(kept, weights, height, width, channels):
-    """The separable 7×7 smoothing as two banded matmuls (rows, then columns).
+def _smooth_matmul(kept, weights, scale, height, width, channels):
+    """The separable 7×7 smoothing, times ``scale``, as two banded matmuls (rows, then columns).
 
     On CPU a depthwise convolution with few channels is several times slower than the dense
     convolution next to it; two matmuls against banded matrices do the same sums fast while the
     map sides are small (``<= MATMUL_SIDE``).
     """
-    rows = ops.matmul(_band(weights, height)[None], ops.reshape(kept, (-1, height, width * channels)))
-    cols = ops.matmul(_band(weights, width)[None], ops.reshape(rows, (-1, width, channels)))
-    return ops.reshape(cols, (-1, height, width, channels))
+    band_h = _band(weights, height)
+    band_w = band_h if width == height else _band(weights, width)
+    rows = ops.matmul((band_h * scale)[None], ops.reshape(kept, (-1, height, width * channels)))
+    # columns: one transpose puts W in front, so the second product is one matmul per image too
+    rows = ops.transpose(ops.reshape(rows, (-1, height, width, channels)), (0, 2, 1, 3))
+    cols = ops.matmul(band_w[None], ops.reshape(rows, (-1, width, height * channels)))
+    return ops.transpose(ops.reshape(cols, (-1, width, height, channels)), (0, 2, 1, 3))
 
 
 def _tile_offsets(tile):

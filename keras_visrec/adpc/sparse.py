@@ -1,22 +1,19 @@
-"""Block-sparse masked convolution: compute only the active tiles, blend them on the tile batch.
+"""Block-sparse masked convolution: compute the active tiles only, then blend as the paper does.
 
-A :class:`TilePlan` is built once per masked segment and output resolution. It holds the
-active tiles of the mask (a tile is active when any of its pixels is), the mask cut into those
-tiles, the flat pixel indices every convolution needs to gather its input patches (tile plus the
-kernel's halo), and the indices of each tile's RBF footprint (tile plus ``RBF_RADIUS`` on every
-side). A masked convolution then costs one gather, one small ``VALID`` convolution on the batch
-of tiles, one small matmul for the RBF fill and one ``scatter_nd`` that sums the footprints
-into the output map:
+A :class:`TilePlan` is built once per masked segment and output resolution: the active tiles of
+the mask (a tile is active when any of its pixels is), the flat pixel indices every convolution
+needs to gather its input patches (tile plus the kernel's halo), and the flat output pixels of
+the tiles. A masked convolution then costs one gather, one ``VALID`` convolution on the batch of
+tiles and one ``scatter_nd`` that writes the tiles into a zero map; the blend
 
     out = y·m + RBF(y·m)·(1 − m)
 
-``y·m`` is zero outside the active tiles, and the RBF is linear, so the fill of the whole map is
-the sum of every tile's own fill, which is what the summing scatter computes. Nothing runs on the
-full map except the scatter's zero fill. A busy resolution (share of active tiles above
-``dense_above``) runs the convolution and the blend densely instead: same result, less overhead.
+reads ``y`` only where ``m = 1``, all inside active tiles, so it gives exactly the dense result
+(the RBF runs as banded matmuls, see :func:`keras_visrec.adpc.layers.rbf_interpolate`). A busy
+resolution (share of active tiles above ``dense_above``) runs the convolution densely instead:
+same result, less overhead.
 """
 
-from keras_visrec.adpc.layers import RBF_RADIUS, rbf_tile_matrix
 
 __all__ = ["TilePlan", "sparse_masked_conv", "tile_side"]
 
@@ -68,20 +65,12 @@ class TilePlan:
         self.tile_share = tf.reduce_mean(tiles)
         index = tf.cast(tf.where(tiles > 0), tf.int32)  # (n, 3): batch, tile row, tile column
         self.count = tf.shape(index)[0]
-        self.mask_tiles = tf.gather_nd(grid, index)[..., None]  # (n, t, t, 1)
         self._batch, self._top, self._left = index[:, 0], index[:, 1] * t, index[:, 2] * t
-        r = RBF_RADIUS
-        flat, valid = _flat_patch(self._batch, _grid(self._top - r, t + 2 * r), _grid(self._left - r, t + 2 * r),
-                                  self.height, self.width)
-        self.mask = mask
-        # footprint-major order ((t + 2r)², n): the RBF matmul below produces that order without a transpose
-        flat_t = tf.transpose(tf.reshape(flat, (-1, (t + 2 * r) ** 2)))
-        outside = tf.gather(tf.reshape(1.0 - mask, (-1,)), flat_t) * tf.cast(
-            tf.transpose(tf.reshape(valid, (-1, (t + 2 * r) ** 2))), mask.dtype)
-        self.fill = outside[..., None]  # (1 − m)·in-map on each footprint, ((t + 2r)², n, 1)
-        self.centre = flat[:, r:r + t, r:r + t]  # (n, t, t) flat output pixels of each tile
-        self.scatter_index = tf.concat([tf.reshape(flat_t, (-1, 1)), tf.reshape(self.centre, (-1, 1))], axis=0)
+        self.mask = mask[..., None]
+        centre, _ = _flat_patch(self._batch, _grid(self._top, t), _grid(self._left, t), self.height, self.width)
+        self.centre_index = tf.reshape(centre, (-1, 1))  # flat output pixels of every active tile
         self._patches = {}
+        self._shapes = {}
 
     def input_index(self, in_height, in_width, kernel, stride, pad):
         """Flat input indices ``(n, span, span)`` (and in-map flags, or `None`) of a conv's input patches."""
@@ -101,22 +90,22 @@ class TilePlan:
         patches = tf.gather(tf.reshape(x, (-1, int(x.shape[-1]))), flat)
         return patches if valid is None else patches * tf.cast(valid, x.dtype)
 
-    def blend(self, y_tiles, lam):
-        """``y·m + RBF(y·m)·(1 − m)`` from the active tiles ``y_tiles``, as a full ``(batch, h, w, c)`` map.
-
-        One matmul gives every tile's RBF footprint, one summing scatter writes footprints and
-        tiles into the map.
-        """
+    def scatter_shapes(self, channels):
+        """The flat and 4-D output shapes for ``channels`` (built once)."""
         import tensorflow as tf
 
-        t = self.tile
+        if channels not in self._shapes:
+            self._shapes[channels] = (tf.stack([self.batch_size * (self.height * self.width), channels]),
+                                      tf.stack([self.batch_size, self.height, self.width, channels]))
+        return self._shapes[channels]
+
+    def scatter(self, y_tiles):
+        """The active tiles ``(n, t, t, c)`` written into a zero ``(batch, h, w, c)`` map."""
+        import tensorflow as tf
+
         channels = int(y_tiles.shape[-1])
-        kept = y_tiles * self.mask_tiles
-        smooth = tf.einsum("st,ntc->snc", rbf_tile_matrix(lam, t), tf.reshape(kept, (-1, t * t, channels)))
-        updates = tf.concat([tf.reshape(smooth * self.fill, (-1, channels)), tf.reshape(kept, (-1, channels))], 0)
-        shape = tf.stack([self.batch_size * (self.height * self.width), channels])
-        out = tf.scatter_nd(self.scatter_index, updates, shape)
-        return tf.reshape(out, tf.stack([self.batch_size, self.height, self.width, channels]))
+        flat_shape, shape = self.scatter_shapes(channels)
+        return tf.reshape(tf.scatter_nd(self.centre_index, tf.reshape(y_tiles, (-1, channels)), flat_shape), shape)
 
 
 def _tile_conv(layer, patches, stride):
@@ -127,7 +116,7 @@ def _tile_conv(layer, patches, stride):
 
 
 def sparse_masked_conv(layer, x, plan, stride, pad, dense_conv, dense_above=0.6):
-    """A ``MaskedConv2D`` applied to the active tiles of ``plan`` and blended; exact on the whole map.
+    """A ``MaskedConv2D`` computed on the active tiles of ``plan``, then blended; exact on the whole map.
 
     Args:
         layer: the ``MaskedConv2D`` (its kernel, bias and ``rbf_lambda`` are used).
@@ -141,13 +130,10 @@ def sparse_masked_conv(layer, x, plan, stride, pad, dense_conv, dense_above=0.6)
 
     kernel = int(layer.kernel_size[0])
     plan.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)  # built outside any tf.cond branch
+    plan.scatter_shapes(int(layer.filters))
 
     def sparse():
-        return plan.blend(_tile_conv(layer, plan.gather_input(x, kernel, stride, pad), stride), layer.rbf_lambda)
+        return plan.scatter(_tile_conv(layer, plan.gather_input(x, kernel, stride, pad), stride))
 
-    def dense():
-        return layer.blend(dense_conv(), plan.mask)
-
-    if dense_above >= 1.0:
-        return sparse()
-    return tf.cond(plan.tile_share > dense_above, dense, sparse)
+    y = sparse() if dense_above >= 1.0 else tf.cond(plan.tile_share > dense_above, dense_conv, sparse)
+    return layer.blend(y, plan.mask)
