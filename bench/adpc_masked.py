@@ -1,13 +1,14 @@
 """ADP-C masked computation: does skipping confident pixels save wall-clock time on CPU?
 
 Trains a small HRNet-style ADP-C model on the digit-segmentation task (real sklearn digits on
-canvases), then times one image at a time to each exit with no masking, the paper's dense
-simulation and the block-sparse mode, and prints the ratios against the unmasked anchor measured
+``--train-size`` canvases; the test canvases are ``--size`` with digits of the same sizes, so a
+larger test canvas is a larger scene, not larger objects), then times one image at a time to
+each exit with no masking, the paper's dense simulation and the block-sparse mode, and prints the ratios against the unmasked anchor measured
 in the same run, the computed (not skipped) share and the mIoU of each mode.
 
 Figures are taken on a shared CPU: other processes may be running; compare ratios, not seconds.
 
-    python bench/adpc_masked.py [--size 256] [--epochs 12] [--threshold 0.998]
+    python bench/adpc_masked.py [--size 256] [--epochs 12] [--threshold 0.998] [--weights model.weights.h5]
 """
 
 import argparse
