@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["MaskedConv2D", "RBFInterpolation", "rbf_interpolate", "rbf_tile_matrix"]
+__all__ = ["MaskedConv2D", "RBFInterpolation", "rbf_interpolate"]
 
 RBF_RADIUS = 3
 MATMUL_SIDE = 128  # up to this map side the dense RBF runs as banded matmuls (see _smooth_matmul)
@@ -84,33 +84,6 @@ def _smooth_matmul(kept, weights, scale, height, width, channels):
     rows = ops.transpose(ops.reshape(rows, (-1, height, width, channels)), (0, 2, 1, 3))
     cols = ops.matmul(band_w[None], ops.reshape(rows, (-1, width, height * channels)))
     return ops.transpose(ops.reshape(cols, (-1, width, height, channels)), (0, 2, 1, 3))
-
-
-def _tile_offsets(tile):
-    """Squared distances and kernel support between a tile's footprint and the tile, both flattened."""
-    r = RBF_RADIUS
-    d = np.arange(-r, tile + r)[:, None] - np.arange(tile)[None, :]  # footprint row − tile row
-    dy, dx = d[:, None, :, None], d[None, :, None, :]
-    inside = (np.abs(dy) <= r) & (np.abs(dx) <= r) & ((dy != 0) | (dx != 0))
-    rows = (tile + 2 * r) ** 2
-    d2 = np.broadcast_to(dy ** 2 + dx ** 2, inside.shape).reshape(rows, tile * tile).astype("float32")
-    return d2, inside.reshape(rows, tile * tile).astype("float32")
-
-
-def rbf_tile_matrix(lam, tile):
-    """The normalised RBF fill of one tile as a matrix ``((tile + 6)², tile²)``.
-
-    Row ``i`` is a pixel of the tile's footprint (the tile and ``RBF_RADIUS`` around it), column
-    ``j`` a pixel of the tile, both row-major: multiplying the flattened ``y·m`` of a tile by it
-    gives that tile's share of ``RBF(y·m)`` on its footprint. Used by the block-sparse mode.
-
-    Args:
-        lam: scalar tensor, the RBF sharpness ``λ``.
-        tile: int. Tile side.
-    """
-    d2, inside = _tile_offsets(int(tile))
-    total = _kernel_total(_axis_weights(lam))
-    return ops.exp(-(lam ** 2) * d2) * inside / (total + 1e-5)
 
 
 @keras.saving.register_keras_serializable(package="keras_visrec")
