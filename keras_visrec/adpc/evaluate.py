@@ -1,12 +1,11 @@
 """Per-exit evaluation (mIoU, computed share, FLOPs) and the accuracy–compute plot."""
 
 import dataclasses
-import os
-import tempfile
 
 import numpy as np
 
 from keras_visrec.adpc.flops import GIGA, exit_flops
+from keras_visrec.files import atomic_path
 from keras_visrec.adpc.training import IGNORE_LABEL, upsample_logits
 
 __all__ = ["ExitEvaluation", "confusion_matrix", "evaluate_exits", "plot_accuracy_compute"]
@@ -125,14 +124,9 @@ def plot_accuracy_compute(curves, path, title="Anytime accuracy vs compute", bas
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(handle)
     try:
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path

@@ -8,12 +8,12 @@ SavedModel with four signatures (``keras_visrec.tflite.export_tflite`` converts 
 functional models only).
 """
 
-import os
 import shutil
 import tempfile
 
 from keras_visrec.adpc.exits import make_exit
 from keras_visrec.adpc.masking import MaskHook, confidence_mask, validate_mode
+from keras_visrec.files import write_atomic
 from keras_visrec.hrnet import HRNetOps, exit_input, seg_head, stage, stem_and_layer1, transition
 
 __all__ = ["export_anytime_tflite", "exit_signatures"]
@@ -100,13 +100,5 @@ def export_anytime_tflite(model, path, input_shape, mode="none"):
         flatbuffer = converter.convert()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(suffix=".tflite", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(flatbuffer)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomic(path, flatbuffer)
     return path
