@@ -99,12 +99,18 @@ class HRNetOps:
             layer = self.layers[full] = factory(full)
         return layer
 
-    def conv(self, x, name, filters, kernel=1, stride=1, bias=False):
+    def _conv_layer(self, name, filters, kernel, stride, bias):
         cls = self.conv_class
-        pad = kernel // 2
         padding = "same" if stride == 1 else "valid"
-        layer = self.get(name, lambda n: cls(filters, kernel, strides=stride, padding=padding, use_bias=bias,
-                                             name=n))
+        return self.get(name, lambda n: cls(filters, kernel, strides=stride, padding=padding, use_bias=bias, name=n))
+
+    def _bn_layer(self, name):
+        return self.get(name, lambda n: keras.layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=self.bn_momentum, name=n))
+
+    def conv(self, x, name, filters, kernel=1, stride=1, bias=False):
+        pad = kernel // 2
+        layer = self._conv_layer(name, filters, kernel, stride, bias)
         if self.conv_hook is not None:
             return self.conv_hook(layer, x, stride, pad)
         if stride != 1 and pad:
@@ -112,8 +118,19 @@ class HRNetOps:
         return layer(x)
 
     def bn(self, x, name):
-        return self.get(name, lambda n: keras.layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=self.bn_momentum, name=n))(x)
+        return self._bn_layer(name)(x)
+
+    def conv_bn(self, x, conv_name, bn_name, filters, kernel=1, stride=1, bias=False, relu=None):
+        """``relu(bn(conv(x)))`` (no ReLU when ``relu``, its layer name, is `None`).
+
+        A ``conv_hook`` with a ``conv_bn`` method (ADP-C's sparse mode) runs all three in one pass.
+        """
+        fused = getattr(self.conv_hook, "conv_bn", None)
+        if fused is None:
+            y = self.bn(self.conv(x, conv_name, filters, kernel, stride, bias), bn_name)
+            return y if relu is None else self.relu(y, relu)
+        conv = self._conv_layer(conv_name, filters, kernel, stride, bias)
+        return fused(conv, self._bn_layer(bn_name), x, stride, kernel // 2, relu is not None)
 
     def relu(self, x, name):
         return self.get(name, lambda n: keras.layers.ReLU(name=n))(x)
@@ -135,25 +152,25 @@ class HRNetOps:
 
 def _bottleneck(ops, x, name, planes, downsample):
     residual = x
-    y = ops.relu(ops.bn(ops.conv(x, f"{name}_conv1", planes), f"{name}_bn1"), f"{name}_relu1")
-    y = ops.relu(ops.bn(ops.conv(y, f"{name}_conv2", planes, 3), f"{name}_bn2"), f"{name}_relu2")
-    y = ops.bn(ops.conv(y, f"{name}_conv3", planes * 4), f"{name}_bn3")
+    y = ops.conv_bn(x, f"{name}_conv1", f"{name}_bn1", planes, relu=f"{name}_relu1")
+    y = ops.conv_bn(y, f"{name}_conv2", f"{name}_bn2", planes, 3, relu=f"{name}_relu2")
+    y = ops.conv_bn(y, f"{name}_conv3", f"{name}_bn3", planes * 4)
     if downsample:
-        residual = ops.bn(ops.conv(x, f"{name}_downsample_0", planes * 4), f"{name}_downsample_1")
+        residual = ops.conv_bn(x, f"{name}_downsample_0", f"{name}_downsample_1", planes * 4)
     return ops.relu(ops.add([y, residual], f"{name}_add"), f"{name}_relu_out")
 
 
 def _basic(ops, x, name, planes):
-    y = ops.relu(ops.bn(ops.conv(x, f"{name}_conv1", planes, 3), f"{name}_bn1"), f"{name}_relu1")
-    y = ops.bn(ops.conv(y, f"{name}_conv2", planes, 3), f"{name}_bn2")
+    y = ops.conv_bn(x, f"{name}_conv1", f"{name}_bn1", planes, 3, relu=f"{name}_relu1")
+    y = ops.conv_bn(y, f"{name}_conv2", f"{name}_bn2", planes, 3)
     return ops.relu(ops.add([y, x], f"{name}_add"), f"{name}_relu_out")
 
 
 def stem_and_layer1(ops, x, config):
     """Stem and ``layer1``: returns the one-branch list ``[x]`` at 1/4 resolution."""
     stem = config["stem"]
-    x = ops.relu(ops.bn(ops.conv(x, "conv1", stem, 3, 2), "bn1"), "relu1")
-    x = ops.relu(ops.bn(ops.conv(x, "conv2", stem, 3, 2), "bn2"), "relu2")
+    x = ops.conv_bn(x, "conv1", "bn1", stem, 3, 2, relu="relu1")
+    x = ops.conv_bn(x, "conv2", "bn2", stem, 3, 2, relu="relu2")
     blocks, planes = config["layer1"]
     for i in range(blocks):
         x = _bottleneck(ops, x, f"layer1_{i}", planes, downsample=(i == 0 and stem != planes * 4))
@@ -174,15 +191,13 @@ def transition(ops, xs, channels, index):
             if pre[i] == width:
                 out.append(xs[i])
             else:
-                y = ops.bn(ops.conv(xs[i], f"{name}_0", width, 3), f"{name}_1")
-                out.append(ops.relu(y, f"{name}_2"))
+                out.append(ops.conv_bn(xs[i], f"{name}_0", f"{name}_1", width, 3, relu=f"{name}_2"))
             continue
         y = xs[-1]
         steps = i + 1 - len(pre)
         for j in range(steps):
             width_j = width if j == steps - 1 else pre[-1]
-            y = ops.bn(ops.conv(y, f"{name}_{j}_0", width_j, 3, 2), f"{name}_{j}_1")
-            y = ops.relu(y, f"{name}_{j}_2")
+            y = ops.conv_bn(y, f"{name}_{j}_0", f"{name}_{j}_1", width_j, 3, 2, relu=f"{name}_{j}_2")
         out.append(y)
     return out
 
@@ -198,15 +213,14 @@ def _fuse(ops, xs, name):
             if j == i:
                 terms.append(xs[j])
             elif j > i:
-                y = ops.bn(ops.conv(xs[j], f"{key}_0", widths[i]), f"{key}_1")
+                y = ops.conv_bn(xs[j], f"{key}_0", f"{key}_1", widths[i])
                 terms.append(ops.upsample(y, 2 ** (j - i), f"{key}_up"))
             else:
                 y = xs[j]
                 for k in range(i - j):
                     last = k == i - j - 1
-                    y = ops.bn(ops.conv(y, f"{key}_{k}_0", widths[i] if last else widths[j], 3, 2), f"{key}_{k}_1")
-                    if not last:
-                        y = ops.relu(y, f"{key}_{k}_2")
+                    y = ops.conv_bn(y, f"{key}_{k}_0", f"{key}_{k}_1", widths[i] if last else widths[j], 3, 2,
+                                    relu=None if last else f"{key}_{k}_2")
                 terms.append(y)
         out.append(ops.relu(ops.add(terms, f"{name}_fuse_{i}_add"), f"{name}_fuse_{i}_relu"))
     return out
@@ -247,7 +261,7 @@ def exit_input(ops, xs, name):
 def seg_head(ops, x, classes, name):
     """The HRNetV2 head (``last_layer`` in the official code): 1×1 conv, BN, ReLU, 1×1 classifier."""
     width = int(x.shape[-1])
-    y = ops.relu(ops.bn(ops.conv(x, f"{name}_0", width, bias=True), f"{name}_1"), f"{name}_2")
+    y = ops.conv_bn(x, f"{name}_0", f"{name}_1", width, bias=True, relu=f"{name}_2")
     return ops.conv(y, f"{name}_3", classes, bias=True)
 
 

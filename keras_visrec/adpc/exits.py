@@ -18,7 +18,7 @@ RH_DEPTHS = {1: 3, 2: 2, 3: 1}
 def ee_exit(ops, x, classes, name):
     """The simple exit (the segmentation head's structure)."""
     width = int(x.shape[-1])
-    y = ops.relu(ops.bn(ops.conv(x, f"{name}_0", width, bias=True), f"{name}_1"), f"{name}_2")
+    y = ops.conv_bn(x, f"{name}_0", f"{name}_1", width, bias=True, relu=f"{name}_2")
     return ops.conv(y, f"{name}_3", classes, bias=True)
 
 
@@ -29,8 +29,7 @@ def rh_exit(ops, x, classes, width, depth, name):
     def unit(y, pool):
         nonlocal index
         y = ops.avg_pool(y, f"{name}_{index}") if pool else ops.upsample(y, 2, f"{name}_{index}")
-        y = ops.conv(y, f"{name}_{index + 1}", width, bias=True)
-        y = ops.relu(ops.bn(y, f"{name}_{index + 2}"), f"{name}_{index + 3}")
+        y = ops.conv_bn(y, f"{name}_{index + 1}", f"{name}_{index + 2}", width, bias=True, relu=f"{name}_{index + 3}")
         index += 4
         return y
 

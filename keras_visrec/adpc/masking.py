@@ -4,10 +4,10 @@
 * ``"dense"``: the paper's simulation — the convolution runs on every pixel, then
   ``y·m + RBF(y·m)·(1 − m)``.
 * ``"sparse"``: block-sparse (:mod:`keras_visrec.adpc.sparse`) — the active tiles of the output
-  (with the halo the kernel needs) are gathered from the input into a batch, convolved, blended
-  on the tile batch and summed back into the map by one scatter. Because every blended map
-  depends on ``y`` only where ``m = 1``, and those positions are computed exactly, ``"sparse"``
-  reproduces ``"dense"`` everywhere up to float rounding.
+  (single pixels by default, with the halo the kernel needs) are gathered from the input into a
+  batch, convolved, scattered into a zero map and blended by an XLA-fused RBF fill. Because
+  every blended map depends on ``y`` only where ``m = 1``, and those positions are computed
+  exactly, ``"sparse"`` reproduces ``"dense"`` everywhere up to float rounding.
 
 The sparse kernels use TensorFlow gather/scatter ops (the TensorFlow backend).
 """
@@ -16,7 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_visrec.adpc.sparse import TilePlan, sparse_masked_conv, tile_side
+from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
+from keras_visrec.adpc.sparse import TilePlan, sparse_conv, tile_side
 
 __all__ = ["MASK_MODES", "confidence_mask", "resize_mask", "MaskHook"]
 
@@ -79,12 +80,12 @@ class MaskHook:
     Args:
         mask: ``(batch, h, w)`` mask at the exit's resolution (1/4 of the input).
         mode: `"dense"` or `"sparse"`.
-        tile: int. Output tile side of the sparse mode. Defaults to `8`.
+        tile: int. Output tile side of the sparse mode (`1`: single pixels). Defaults to `1`.
         dense_above: float. In sparse mode, a resolution whose active share of tiles exceeds
-            this runs its convolutions densely (same result, less overhead). Defaults to `0.6`.
+            this runs its convolutions densely (same result, less overhead). Defaults to `0.5`.
     """
 
-    def __init__(self, mask, mode="dense", tile=8, dense_above=0.6):
+    def __init__(self, mask, mode="dense", tile=1, dense_above=0.5):
         self.mask = mask
         self.mode = mode
         self.tile = int(tile)
@@ -105,16 +106,39 @@ class MaskHook:
             self._plans[key] = TilePlan(self.mask_at(height, width), self.tile)
         return self._plans[key]
 
-    def __call__(self, layer, x, stride, pad):
+    @staticmethod
+    def _out_shape(layer, x, stride, pad):
         if not hasattr(layer, "blend"):
             raise TypeError(f"Layer {layer.name!r} is not a MaskedConv2D; build the model with masking enabled.")
         kernel = layer.kernel_size[0]
-        height = _out_size(int(x.shape[1]), kernel, stride, pad)
-        width = _out_size(int(x.shape[2]), kernel, stride, pad)
-        if self.mode == "sparse" and tile_side(height, width, self.tile) < max(height, width):
-            return sparse_masked_conv(layer, x, self.plan_at(height, width), stride, pad,
-                                      lambda: dense_conv(layer, x, stride, pad), self.dense_above)
+        return _out_size(int(x.shape[1]), kernel, stride, pad), _out_size(int(x.shape[2]), kernel, stride, pad)
+
+    def __call__(self, layer, x, stride, pad):
+        height, width = self._out_shape(layer, x, stride, pad)
+        if self.mode == "sparse":
+            return fused_rbf_interpolate(*self._sparse_output(layer, x, stride, pad, height, width), layer.rbf_lambda)
         return layer.blend(dense_conv(layer, x, stride, pad), self.mask_at(height, width))
+
+    def conv_bn(self, layer, bn, x, stride, pad, relu):
+        """``relu(bn(conv(x)))`` of a masked conv; in sparse mode one fused pass after the tile convs.
+
+        The sparse mode is an inference path: its BatchNorm uses the moving statistics.
+        """
+        if self.mode != "sparse":
+            y = bn(self(layer, x, stride, pad))
+            return ops.relu(y) if relu else y
+        height, width = self._out_shape(layer, x, stride, pad)
+        y, mask = self._sparse_output(layer, x, stride, pad, height, width)
+        scale, offset = batch_norm_affine(bn)
+        return fused_rbf_interpolate(y, mask, layer.rbf_lambda, scale, offset, relu)
+
+    def _sparse_output(self, layer, x, stride, pad, height, width):
+        """``(y, mask)``: the conv exact on the mask's tiles (zero elsewhere) and the ``(b, h, w, 1)`` mask."""
+        if tile_side(height, width, self.tile) < max(height, width):
+            plan = self.plan_at(height, width)
+            return sparse_conv(layer, x, plan, stride, pad, lambda: dense_conv(layer, x, stride, pad),
+                               self.dense_above), plan.mask
+        return dense_conv(layer, x, stride, pad), self.mask_at(height, width)[..., None]
 
 
 def dense_conv(layer, x, stride, pad):

@@ -69,9 +69,11 @@ class AnytimeHRNet(keras.Model):
             is ``<= threshold``. Defaults to `0.998`.
         mode: str. `"none"`, `"dense"` or `"sparse"` (see :mod:`keras_visrec.adpc.masking`).
             Defaults to `"dense"`.
-        tile: int. Tile side of the sparse mode. Defaults to `8`.
+        tile: int. Tile side of the sparse mode: `1` gathers single pixels with their halo (the
+            fastest on confidence masks, which follow object edges), larger tiles gather blocks.
+            Defaults to `1`.
         dense_above: float. Sparse mode runs a conv densely when more than this share of its tiles
-            is active. Defaults to `0.6`.
+            is active. Defaults to `0.5`.
         input_shape: optional ``(height, width, 3)``, sides divisible by 32.
         bn_momentum: float. Keras BatchNormalization momentum. Defaults to `0.99` (the paper's
             PyTorch 0.01); short runs want less (e.g. 0.9) for usable moving statistics.
@@ -87,7 +89,7 @@ class AnytimeHRNet(keras.Model):
     """
 
     def __init__(self, backbone="w48", classes=19, exit_type="rh", exit_width=None, threshold=0.998,
-                 mode="dense", tile=8, dense_above=0.6, input_shape=None, bn_momentum=BN_MOMENTUM, name=None, **kwargs):
+                 mode="dense", tile=1, dense_above=0.5, input_shape=None, bn_momentum=BN_MOMENTUM, name=None, **kwargs):
         config = validate_config(backbone)
         if exit_type not in EXIT_TYPES:
             raise ValueError(f"`exit_type` must be one of {EXIT_TYPES}; received exit_type={exit_type!r}.")
@@ -106,7 +108,11 @@ class AnytimeHRNet(keras.Model):
         self.exit_width = exit_width
         self.threshold = validate_threshold(threshold)
         self.mode = validate_mode(mode)
-        self.tile = int(tile)
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+            raise ValueError(f"`tile` must be a positive integer; received tile={tile!r}.")
+        if isinstance(dense_above, bool) or not isinstance(dense_above, (int, float)) or not 0 <= dense_above <= 1:
+            raise ValueError(f"`dense_above` must be a number in [0, 1]; received dense_above={dense_above!r}.")
+        self.tile = tile
         self.dense_above = float(dense_above)
         self.input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.bn_momentum = float(bn_momentum)

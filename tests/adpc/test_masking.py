@@ -62,7 +62,9 @@ def _median_threshold(model, x):
     return float(np.quantile(confidence, 0.6))
 
 
-def test_sparse_equals_dense_simulation(tiny_model):
+@pytest.mark.parametrize("tile", [1, 4])
+def test_sparse_equals_dense_simulation(tiny_model, tile):
+    tiny_model.tile = tile
     x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
     threshold = _median_threshold(tiny_model, x)
     dense = [keras.ops.convert_to_numpy(o) for o in tiny_model.anytime(x, mode="dense", threshold=threshold)]
@@ -128,3 +130,7 @@ def test_bad_mode_and_exit_type(tiny_config):
         AnytimeHRNet(tiny_config, classes=11, exit_type="xx")
     with pytest.raises(ValueError, match="mode"):
         AnytimeHRNet(tiny_config, classes=11, mode="fast")
+    with pytest.raises(ValueError, match="tile"):
+        AnytimeHRNet(tiny_config, classes=11, tile=0)
+    with pytest.raises(ValueError, match="dense_above"):
+        AnytimeHRNet(tiny_config, classes=11, dense_above=1.5)

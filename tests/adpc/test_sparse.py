@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_visrec.adpc import MaskedConv2D, rbf_interpolate
+from keras_visrec.adpc.layers import fused_rbf_interpolate
 from keras_visrec.adpc import layers as adpc_layers
 from keras_visrec.adpc.masking import dense_conv
 from keras_visrec.adpc.sparse import TilePlan, sparse_masked_conv, tile_side
@@ -22,7 +23,7 @@ def _blobs(batch, height, width, seed):
 
 
 @pytest.mark.parametrize("kernel,stride,bias", [(3, 1, False), (1, 1, True), (3, 2, False)])
-@pytest.mark.parametrize("tile", [4, 8])
+@pytest.mark.parametrize("tile", [1, 4, 8])
 def test_sparse_conv_equals_dense_blend(kernel, stride, bias, tile):
     rng = np.random.default_rng(kernel * 10 + stride + tile)
     x = rng.normal(size=(2, 32, 24, 5)).astype("float32")
@@ -64,3 +65,14 @@ def test_rbf_depthwise_and_matmul_forms_agree(monkeypatch):
     monkeypatch.setattr(adpc_layers, "MATMUL_SIDE", 0)
     depthwise = keras.ops.convert_to_numpy(rbf_interpolate(values, mask, lam))
     np.testing.assert_allclose(matmul, depthwise, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 20, 12, 4), (1, 136, 8, 3)])
+def test_fused_rbf_equals_rbf_interpolate(shape):
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=shape).astype("float32")
+    mask = (rng.random(shape[:3] + (1,)) < 0.3).astype("float32")
+    lam = keras.ops.convert_to_tensor(0.9)
+    expected = keras.ops.convert_to_numpy(rbf_interpolate(values, mask, lam))
+    got = keras.ops.convert_to_numpy(fused_rbf_interpolate(values, mask, lam))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
