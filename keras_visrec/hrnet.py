@@ -120,17 +120,21 @@ class HRNetOps:
     def bn(self, x, name):
         return self._bn_layer(name)(x)
 
-    def conv_bn(self, x, conv_name, bn_name, filters, kernel=1, stride=1, bias=False, relu=None):
-        """``relu(bn(conv(x)))`` (no ReLU when ``relu``, its layer name, is `None`).
+    def conv_bn(self, x, conv_name, bn_name, filters, kernel=1, stride=1, bias=False, relu=None, residual=None,
+                add=None):
+        """``relu(bn(conv(x)) + residual)``: no ReLU when ``relu`` (its layer name) is `None`, no sum
+        when ``residual`` is `None` (``add`` names the sum's layer).
 
-        A ``conv_hook`` with a ``conv_bn`` method (ADP-C's sparse mode) runs all three in one pass.
+        A ``conv_hook`` with a ``conv_bn`` method (ADP-C's sparse mode) runs it all in one pass.
         """
         fused = getattr(self.conv_hook, "conv_bn", None)
         if fused is None:
             y = self.bn(self.conv(x, conv_name, filters, kernel, stride, bias), bn_name)
+            if residual is not None:
+                y = self.add([y, residual], add)
             return y if relu is None else self.relu(y, relu)
         conv = self._conv_layer(conv_name, filters, kernel, stride, bias)
-        return fused(conv, self._bn_layer(bn_name), x, stride, kernel // 2, relu is not None)
+        return fused(conv, self._bn_layer(bn_name), x, stride, kernel // 2, relu is not None, residual)
 
     def relu(self, x, name):
         return self.get(name, lambda n: keras.layers.ReLU(name=n))(x)
@@ -162,8 +166,8 @@ def _bottleneck(ops, x, name, planes, downsample):
 
 def _basic(ops, x, name, planes):
     y = ops.conv_bn(x, f"{name}_conv1", f"{name}_bn1", planes, 3, relu=f"{name}_relu1")
-    y = ops.conv_bn(y, f"{name}_conv2", f"{name}_bn2", planes, 3)
-    return ops.relu(ops.add([y, x], f"{name}_add"), f"{name}_relu_out")
+    return ops.conv_bn(y, f"{name}_conv2", f"{name}_bn2", planes, 3, relu=f"{name}_relu_out", residual=x,
+                       add=f"{name}_add")
 
 
 def stem_and_layer1(ops, x, config):

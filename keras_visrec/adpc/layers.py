@@ -63,8 +63,8 @@ def rbf_interpolate(values, mask, lam):
     return kept + smoothed * (1.0 - mask)
 
 
-def _shift_interpolate(values, mask, lam, scale, offset, relu):
-    """:func:`rbf_interpolate` as shifted sums, then ``· scale + offset`` and an optional ReLU."""
+def _shift_interpolate(values, mask, lam, scale, offset, residual, relu):
+    """:func:`rbf_interpolate` as shifted sums, then ``· scale + offset + residual`` and an optional ReLU."""
     import tensorflow as tf
 
     kept = values * mask
@@ -74,28 +74,30 @@ def _shift_interpolate(values, mask, lam, scale, offset, relu):
     rows = tf.add_n([weights[i] * rows[:, i:i + height] for i in range(2 * RBF_RADIUS + 1)])
     cols = tf.pad(rows, [[0, 0], [0, 0], [RBF_RADIUS, RBF_RADIUS], [0, 0]])
     cols = tf.add_n([weights[i] * cols[:, :, i:i + width] for i in range(2 * RBF_RADIUS + 1)])
-    out = (kept + cols * (1.0 / (_kernel_total(weights) + 1e-5)) * (1.0 - mask)) * scale + offset
+    out = (kept + cols * (1.0 / (_kernel_total(weights) + 1e-5)) * (1.0 - mask)) * scale + offset + residual
     return tf.nn.relu(out) if relu else out
 
 
 _FUSED = []
 
 
-def fused_rbf_interpolate(values, mask, lam, scale=1.0, offset=0.0, relu=False):
-    """:func:`rbf_interpolate` compiled by XLA (TensorFlow), with an optional affine and ReLU after.
+def fused_rbf_interpolate(values, mask, lam, scale=1.0, offset=0.0, relu=False, residual=None):
+    """:func:`rbf_interpolate` compiled by XLA (TensorFlow), then ``relu(· scale + offset + residual)``.
 
     The inference path of the sparse mode: on CPU the separable 7×7 fill is memory-bound, and
-    XLA fuses its fourteen shifted sums, the blend and a following inference BatchNorm
-    (``scale``, ``offset`` per channel) and ReLU into about two passes over the map, where the
-    unfused ops take eight or more. Needs static map sides; ``mask`` is ``(batch, h, w, 1)``.
+    XLA fuses its fourteen shifted sums, the blend and what follows the convolution (inference
+    BatchNorm as per-channel ``scale`` and ``offset``, a residual sum, ReLU) into about two passes
+    over the map, where the unfused ops take ten or more. Needs static map sides; ``mask`` is
+    ``(batch, h, w, 1)``.
     """
     import tensorflow as tf
 
     if not _FUSED:
         _FUSED.append(tf.function(_shift_interpolate, jit_compile=True))
     dtype = values.dtype
+    residual = tf.zeros((), dtype) if residual is None else tf.cast(residual, dtype)
     return _FUSED[0](values, tf.cast(mask, dtype), tf.cast(lam, dtype), tf.cast(scale, dtype), tf.cast(offset, dtype),
-                     bool(relu))
+                     residual, bool(relu))
 
 
 def batch_norm_affine(bn):

@@ -119,18 +119,20 @@ class MaskHook:
             return fused_rbf_interpolate(*self._sparse_output(layer, x, stride, pad, height, width), layer.rbf_lambda)
         return layer.blend(dense_conv(layer, x, stride, pad), self.mask_at(height, width))
 
-    def conv_bn(self, layer, bn, x, stride, pad, relu):
-        """``relu(bn(conv(x)))`` of a masked conv; in sparse mode one fused pass after the tile convs.
+    def conv_bn(self, layer, bn, x, stride, pad, relu, residual=None):
+        """``relu(bn(conv(x)) + residual)`` of a masked conv (ReLU and sum optional); in sparse mode one
+        fused pass after the tile convs.
 
         The sparse mode is an inference path: its BatchNorm uses the moving statistics.
         """
         if self.mode != "sparse":
             y = bn(self(layer, x, stride, pad))
+            y = y if residual is None else y + residual
             return ops.relu(y) if relu else y
         height, width = self._out_shape(layer, x, stride, pad)
         y, mask = self._sparse_output(layer, x, stride, pad, height, width)
         scale, offset = batch_norm_affine(bn)
-        return fused_rbf_interpolate(y, mask, layer.rbf_lambda, scale, offset, relu)
+        return fused_rbf_interpolate(y, mask, layer.rbf_lambda, scale, offset, relu, residual)
 
     def _sparse_output(self, layer, x, stride, pad, height, width):
         """``(y, mask)``: the conv exact on the mask's tiles (zero elsewhere) and the ``(b, h, w, 1)`` mask."""
