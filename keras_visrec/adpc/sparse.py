@@ -60,7 +60,7 @@ class TilePlan:
         tile: int. Wanted tile side; reduced to a power-of-two fraction dividing both sides.
     """
 
-    def __init__(self, mask, tile=8):
+    def __init__(self, mask, tile=1):
         import tensorflow as tf
 
         self.height, self.width = int(mask.shape[1]), int(mask.shape[2])
