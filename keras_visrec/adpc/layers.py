@@ -12,11 +12,13 @@ depthwise convolution; the zero centre needs no subtraction because ``y·m`` is 
 result is used (``1 − m > 0``).
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["MaskedConv2D", "RBFInterpolation", "rbf_interpolate", "fused_rbf_interpolate"]
+__all__ = ["MaskedConv2D", "RBFInterpolation", "rbf_interpolate", "fused_rbf_interpolate", "NEAR_LAMBDA"]
 
 RBF_RADIUS = 3
 MATMUL_SIDE = 128  # up to this map side the dense RBF runs as banded matmuls (see _smooth_matmul)
@@ -63,41 +65,67 @@ def rbf_interpolate(values, mask, lam):
     return kept + smoothed * (1.0 - mask)
 
 
-def _shift_interpolate(values, mask, lam, scale, offset, residual, relu):
-    """:func:`rbf_interpolate` as shifted sums, then ``· scale + offset + residual`` and an optional ReLU."""
+# From this sharpness up, every tap two or more pixels away weighs under 1e-9 of a nearest one
+# (a(2) / a(1) = exp(-3λ²)), so the 3×3 taps give the 7×7 fill to float rounding (the paper's
+# initial λ = 3 gives 1e-12).
+NEAR_LAMBDA = 2.65
+
+
+def _near_smooth(kept, weights):
+    """The fill's sum over the 3×3 neighbourhood, nine shifted slices of one padded map."""
+    import tensorflow as tf
+
+    height, width = int(kept.shape[1]), int(kept.shape[2])
+    near = weights[RBF_RADIUS - 1:RBF_RADIUS + 2]
+    padded = tf.pad(kept, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    return tf.add_n([near[i] * near[j] * padded[:, i:i + height, j:j + width] for i in range(3) for j in range(3)])
+
+
+def _separable_smooth(kept, weights):
+    """The fill's sum over the 7×7 neighbourhood, rows then columns."""
+    import tensorflow as tf
+
+    height, width = int(kept.shape[1]), int(kept.shape[2])
+    taps = range(2 * RBF_RADIUS + 1)
+    rows = tf.pad(kept, [[0, 0], [RBF_RADIUS, RBF_RADIUS], [0, 0], [0, 0]])
+    rows = tf.add_n([weights[i] * rows[:, i:i + height] for i in taps])
+    cols = tf.pad(rows, [[0, 0], [0, 0], [RBF_RADIUS, RBF_RADIUS], [0, 0]])
+    return tf.add_n([weights[i] * cols[:, :, i:i + width] for i in taps])
+
+
+def _shift_interpolate(values, mask, lam, scale, offset, residual, relu, smooth):
+    """:func:`rbf_interpolate` as shifted sums (``smooth``), then ``· scale + offset + residual`` and an optional ReLU."""
     import tensorflow as tf
 
     kept = values * mask
     weights = _axis_weights(lam)
-    height, width = int(values.shape[1]), int(values.shape[2])
-    rows = tf.pad(kept, [[0, 0], [RBF_RADIUS, RBF_RADIUS], [0, 0], [0, 0]])
-    rows = tf.add_n([weights[i] * rows[:, i:i + height] for i in range(2 * RBF_RADIUS + 1)])
-    cols = tf.pad(rows, [[0, 0], [0, 0], [RBF_RADIUS, RBF_RADIUS], [0, 0]])
-    cols = tf.add_n([weights[i] * cols[:, :, i:i + width] for i in range(2 * RBF_RADIUS + 1)])
-    out = (kept + cols * (1.0 / (_kernel_total(weights) + 1e-5)) * (1.0 - mask)) * scale + offset + residual
+    fill = smooth(kept, weights) * (1.0 / (_kernel_total(weights) + 1e-5))
+    out = (kept + fill * (1.0 - mask)) * scale + offset + residual
     return tf.nn.relu(out) if relu else out
 
 
-_FUSED = []
+_FUSED = {}
 
 
 def fused_rbf_interpolate(values, mask, lam, scale=1.0, offset=0.0, relu=False, residual=None):
     """:func:`rbf_interpolate` compiled by XLA (TensorFlow), then ``relu(· scale + offset + residual)``.
 
-    The inference path of the sparse mode: on CPU the separable 7×7 fill is memory-bound, and
-    XLA fuses its fourteen shifted sums, the blend and what follows the convolution (inference
-    BatchNorm as per-channel ``scale`` and ``offset``, a residual sum, ReLU) into about two passes
-    over the map, where the unfused ops take ten or more. Needs static map sides; ``mask`` is
-    ``(batch, h, w, 1)``.
+    The inference path of the sparse mode: on CPU the fill is memory-bound, and XLA fuses its
+    shifted sums, the blend and what follows the convolution (inference BatchNorm as per-channel
+    ``scale`` and ``offset``, a residual sum, ReLU) into one or two passes over the map, where the
+    unfused ops take ten or more. A sharp kernel (``|λ| >= NEAR_LAMBDA``) sums the 3×3
+    neighbourhood only, in one pass. Needs static map sides; ``mask`` is ``(batch, h, w, 1)``.
     """
     import tensorflow as tf
 
     if not _FUSED:
-        _FUSED.append(tf.function(_shift_interpolate, jit_compile=True))
+        for name, smooth in (("near", _near_smooth), ("separable", _separable_smooth)):
+            _FUSED[name] = tf.function(functools.partial(_shift_interpolate, smooth=smooth), jit_compile=True)
     dtype = values.dtype
     residual = tf.zeros((), dtype) if residual is None else tf.cast(residual, dtype)
-    return _FUSED[0](values, tf.cast(mask, dtype), tf.cast(lam, dtype), tf.cast(scale, dtype), tf.cast(offset, dtype),
-                     residual, bool(relu))
+    args = (values, tf.cast(mask, dtype), tf.cast(lam, dtype), tf.cast(scale, dtype), tf.cast(offset, dtype), residual,
+            bool(relu))
+    return tf.cond(tf.abs(args[2]) >= NEAR_LAMBDA, lambda: _FUSED["near"](*args), lambda: _FUSED["separable"](*args))
 
 
 def batch_norm_affine(bn):

@@ -68,11 +68,12 @@ def test_rbf_depthwise_and_matmul_forms_agree(monkeypatch):
 
 
 @pytest.mark.parametrize("shape", [(2, 20, 12, 4), (1, 136, 8, 3)])
-def test_fused_rbf_equals_rbf_interpolate(shape):
+@pytest.mark.parametrize("lam", [0.9, -1.7, adpc_layers.NEAR_LAMBDA, 3.0, -4.0])  # 7×7 and 3×3 sums
+def test_fused_rbf_equals_rbf_interpolate(shape, lam):
     rng = np.random.default_rng(5)
     values = rng.normal(size=shape).astype("float32")
     mask = (rng.random(shape[:3] + (1,)) < 0.3).astype("float32")
-    lam = keras.ops.convert_to_tensor(0.9)
+    lam = keras.ops.convert_to_tensor(lam)
     expected = keras.ops.convert_to_numpy(rbf_interpolate(values, mask, lam))
     got = keras.ops.convert_to_numpy(fused_rbf_interpolate(values, mask, lam))
     np.testing.assert_allclose(got, expected, atol=1e-5)
