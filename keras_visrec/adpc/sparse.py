@@ -80,22 +80,29 @@ class TilePlan:
         self._shapes = {}
 
     def input_index(self, in_height, in_width, kernel, stride, pad):
-        """Flat input indices ``(n, span, span)`` (and in-map flags, or `None`) of a conv's input patches."""
+        """Flat input indices ``(n, span, span)``, clipped to the map, of a conv's input patches, and the
+        patches that reach over the border: ``(rows, in-map flags (e, span, span, 1))``, or `None`."""
+        import tensorflow as tf
+
         key = (in_height, in_width, kernel, stride, pad)
         if key not in self._patches:
             span = (self.tile - 1) * stride + kernel
             flat, valid = _flat_patch(self._batch, _grid(self._top * stride - pad, span),
                                       _grid(self._left * stride - pad, span), in_height, in_width)
-            self._patches[key] = (flat, valid[..., None] if pad else None)
+            edge = None
+            if pad:
+                rows = tf.cast(tf.where(tf.logical_not(tf.reduce_all(valid, axis=(1, 2))))[:, 0], tf.int32)
+                edge = rows, tf.gather(valid, rows)[..., None]
+            self._patches[key] = (flat, edge)
         return self._patches[key]
 
     def gather_input(self, x, kernel, stride, pad):
-        """The input patches ``(n, span, span, channels)`` of every active tile, zero outside the map."""
+        """The input patches ``(n, span, span, channels)`` of every active tile, clipped to the map (see
+        :meth:`input_index` for the ones that reach over the border)."""
         import tensorflow as tf
 
-        flat, valid = self.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)
-        patches = tf.gather(tf.reshape(x, (-1, int(x.shape[-1]))), flat)
-        return patches if valid is None else patches * tf.cast(valid, x.dtype)
+        flat, _ = self.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)
+        return tf.gather(tf.reshape(x, (-1, int(x.shape[-1]))), flat)
 
     def scatter_shapes(self, channels):
         """The flat output shape for ``channels`` (built once)."""
@@ -144,7 +151,14 @@ def sparse_conv(layer, x, plan, stride, pad, dense_conv, dense_above=0.5):
     plan.scatter_shapes(int(layer.filters))
 
     def sparse():
-        return plan.scatter(_tile_conv(layer, plan.gather_input(x, kernel, stride, pad), stride))
+        patches = plan.gather_input(x, kernel, stride, pad)
+        y = _tile_conv(layer, patches, stride)
+        _, edge = plan.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)
+        if edge is not None:  # the few patches over the border, again with zeros outside the map
+            rows, inside = edge
+            border = _tile_conv(layer, tf.gather(patches, rows) * tf.cast(inside, patches.dtype), stride)
+            y = tf.tensor_scatter_nd_update(y, rows[:, None], border)
+        return plan.scatter(y)
 
     return sparse() if dense_above >= 1.0 else tf.cond(plan.tile_share > dense_above, dense_conv, sparse)
 
