@@ -14,7 +14,9 @@ after the model name is the *segment* (``conv1``/``bn1``/``conv2``/``bn2`` = ste
 ``transition1``, ``stage2``, …, ``last_layer`` = head) that ADP-C masks and counts FLOPs by.
 
 The network is written once, against :class:`HRNetOps`, which creates a layer on its first use
-and applies it; ADP-C re-runs the same functions with a hook that masks every convolution.
+and applies it; ADP-C re-runs the same functions with a hook that masks every convolution. A
+hook may also take over a conv with what follows it (``conv_bn``) and the whole head
+(``pointwise_head``, see :func:`branches_head`); without one the same layers run in the same order.
 """
 
 import keras
@@ -262,6 +264,18 @@ def exit_input(ops, xs, name):
     return ops.concat(ups, f"{name}_input")
 
 
+def branches_head(ops, xs, classes, name):
+    """``seg_head(exit_input(xs))``, every layer per pixel: a ``conv_hook`` with a ``pointwise_head``
+    method (ADP-C's sparse mode) evaluates it only at the pixels it needs."""
+    fused = getattr(ops.conv_hook, "pointwise_head", None)
+    if fused is None:
+        return seg_head(ops, exit_input(ops, xs, name), classes, name)
+    width = sum(int(x.shape[-1]) for x in xs)
+    conv, bn = ops._conv_layer(f"{name}_0", width, 1, 1, True), ops._bn_layer(f"{name}_1")
+    classifier = ops._conv_layer(f"{name}_3", classes, 1, 1, True)
+    return fused(xs, conv, bn, classifier, lambda: seg_head(ops, exit_input(ops, xs, name), classes, name))
+
+
 def seg_head(ops, x, classes, name):
     """The HRNetV2 head (``last_layer`` in the official code): 1×1 conv, BN, ReLU, 1×1 classifier."""
     width = int(x.shape[-1])
@@ -316,7 +330,7 @@ def HRNetV2(backbone="w48", *, classes=19, input_shape=None, input_tensor=None, 
     xs = None
     for xs in hrnet_backbone(ops, inputs, config):
         pass
-    logits = seg_head(ops, exit_input(ops, xs, "last_layer"), classes, "last_layer")
+    logits = branches_head(ops, xs, classes, "last_layer")
     return keras.Model(inputs, logits, name=name)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
-from keras_visrec.adpc.sparse import TilePlan, sparse_conv, tile_side
+from keras_visrec.adpc.sparse import TilePlan, sparse_conv, sparse_pointwise_head, tile_side
 
 __all__ = ["MASK_MODES", "confidence_mask", "resize_mask", "MaskHook"]
 
@@ -133,6 +133,16 @@ class MaskHook:
         y, mask = self._sparse_output(layer, x, stride, pad, height, width)
         scale, offset = batch_norm_affine(bn)
         return fused_rbf_interpolate(y, mask, layer.rbf_lambda, scale, offset, relu, residual)
+
+    def pointwise_head(self, xs, conv, bn, classifier, default):
+        """HRNetV2's head over the branches ``xs`` (see :func:`keras_visrec.hrnet.branches_head`); in
+        sparse mode at the computed pixels only (:func:`keras_visrec.adpc.sparse.sparse_pointwise_head`),
+        otherwise ``default()``."""
+        if self.mode != "sparse":
+            return default()
+        for layer in (conv, classifier):
+            self._out_shape(layer, xs[0], 1, 0)  # both MaskedConv2D
+        return sparse_pointwise_head(self.plan_at(int(xs[0].shape[1]), int(xs[0].shape[2])), xs, conv, bn, classifier)
 
     def _sparse_output(self, layer, x, stride, pad, height, width):
         """``(y, mask)``: the conv exact on the mask's tiles (zero elsewhere) and the ``(b, h, w, 1)`` mask."""

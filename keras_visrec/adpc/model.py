@@ -18,7 +18,7 @@ from keras import ops as kops
 from keras_visrec.adpc.exits import EXIT_TYPES, make_exit
 from keras_visrec.adpc.layers import MaskedConv2D
 from keras_visrec.adpc.masking import MaskHook, confidence_mask, validate_mode, validate_threshold
-from keras_visrec.hrnet import (BN_MOMENTUM, HRNetOps, _validate_input_shape, exit_input, hrnet_backbone, seg_head,
+from keras_visrec.hrnet import (BN_MOMENTUM, HRNetOps, _validate_input_shape, branches_head, exit_input, hrnet_backbone,
                                 validate_config)
 
 __all__ = ["AnytimeHRNet", "NUM_EXITS", "default_exit_width"]
@@ -47,11 +47,10 @@ def build_anytime_network(config, classes, exit_type, exit_width, name, input_sh
 def _exit_stream(ops, inputs, config, classes, exit_type, exit_width):
     """Yields the raw logits of exits 1–4; masked convolutions start after exit 1."""
     for k, xs in enumerate(hrnet_backbone(ops, inputs, config), start=1):
-        feature = exit_input(ops, xs, _exit_name(k))
         if k == NUM_EXITS:
-            yield seg_head(ops, feature, classes, "last_layer")
+            yield branches_head(ops, xs, classes, "last_layer")
         else:
-            yield make_exit(ops, feature, exit_type, classes, exit_width, k)
+            yield make_exit(ops, exit_input(ops, xs, _exit_name(k)), exit_type, classes, exit_width, k)
         ops.conv_class = MaskedConv2D
 
 

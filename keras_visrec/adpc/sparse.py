@@ -20,9 +20,9 @@ Single pixels (``tile=1``) do only the computed pixels' work; it is the default.
 """
 
 
-from keras_visrec.adpc.layers import fused_rbf_interpolate
+from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
 
-__all__ = ["TilePlan", "sparse_conv", "sparse_masked_conv", "tile_side"]
+__all__ = ["TilePlan", "sparse_conv", "sparse_masked_conv", "sparse_pointwise_head", "tile_side"]
 
 
 def tile_side(height, width, tile):
@@ -167,3 +167,59 @@ def sparse_masked_conv(layer, x, plan, stride, pad, dense_conv, dense_above=0.5)
     """:func:`sparse_conv`, then the blend ``y·m + RBF(y·m)·(1 − m)``: the dense simulation's result."""
     y = sparse_conv(layer, x, plan, stride, pad, dense_conv, dense_above)
     return fused_rbf_interpolate(y, plan.mask, layer.rbf_lambda)
+
+
+def _upsampled_rows(x, factor, plan):
+    """``x`` upsampled ×``factor`` (bilinear, half-pixel centres, as keras' ``UpSampling2D``) at the
+    plan's output pixels only: ``(n, channels)``."""
+    import tensorflow as tf
+
+    height, width = int(x.shape[1]), int(x.shape[2])
+    pixels = plan.centre_index[:, 0]
+    batch, at = pixels // (plan.height * plan.width), pixels % (plan.height * plan.width)
+
+    def axis(out, size):
+        source = tf.maximum((tf.cast(out, x.dtype) + 0.5) / factor - 0.5, 0.0)
+        low = tf.minimum(tf.cast(source, tf.int32), size - 1)  # floor: source >= 0
+        return low, tf.minimum(low + 1, size - 1), (source - tf.cast(low, x.dtype))[:, None]
+
+    top, bottom, down = axis(at // plan.width, height)
+    left, right, across = axis(at % plan.width, width)
+    flat = tf.reshape(x, (-1, int(x.shape[-1])))
+    first = batch * (height * width)
+
+    def row(r, left_value, right_value):
+        return tf.gather(flat, first + r * width + left_value) * (1.0 - across) + tf.gather(
+            flat, first + r * width + right_value) * across
+
+    return row(top, left, right) * (1.0 - down) + row(bottom, left, right) * down
+
+
+def sparse_pointwise_head(plan, xs, conv, bn, classifier):
+    """HRNetV2's head ``classifier(relu(bn(conv(concat(x0, up(x1), …)))))`` at the plan's pixels only.
+
+    Every layer of the head works per pixel and the blend is the identity where ``m = 1``, so on
+    the computed pixels this is the dense simulation's result without concatenating and
+    upsampling whole maps (at 1/4 resolution the widest tensors of the network). Elsewhere the
+    output is zero: the exit copies the previous exit's prediction there.
+
+    Args:
+        plan: :class:`TilePlan` at the resolution of ``xs[0]``.
+        xs: the branches, branch ``i`` at ``1 / 2**i`` of the first's resolution.
+        conv, bn, classifier: the head's 1×1 ``MaskedConv2D``, its BatchNorm, the 1×1 classifier.
+    """
+    import tensorflow as tf
+
+    rows = [tf.gather(tf.reshape(xs[0], (-1, int(xs[0].shape[-1]))), plan.centre_index[:, 0])]
+    rows += [_upsampled_rows(x, 2 ** i, plan) for i, x in enumerate(xs) if i]
+    scale, offset = batch_norm_affine(bn)
+    features = tf.nn.relu(_pointwise(conv, tf.concat(rows, -1)) * scale + offset)
+    return plan.scatter(_pointwise(classifier, features))
+
+
+def _pointwise(layer, rows):
+    """A 1×1 conv applied to ``(n, channels)`` rows."""
+    import tensorflow as tf
+
+    y = tf.matmul(rows, tf.reshape(layer.kernel, (int(rows.shape[-1]), -1)))
+    return y + layer.bias if layer.use_bias else y

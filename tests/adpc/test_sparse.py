@@ -8,7 +8,7 @@ from keras_visrec.adpc import MaskedConv2D, rbf_interpolate
 from keras_visrec.adpc.layers import fused_rbf_interpolate
 from keras_visrec.adpc import layers as adpc_layers
 from keras_visrec.adpc.masking import dense_conv
-from keras_visrec.adpc.sparse import TilePlan, sparse_masked_conv, tile_side
+from keras_visrec.adpc.sparse import TilePlan, _upsampled_rows, sparse_masked_conv, tile_side
 
 
 def _blobs(batch, height, width, seed):
@@ -77,3 +77,14 @@ def test_fused_rbf_equals_rbf_interpolate(shape, lam):
     expected = keras.ops.convert_to_numpy(rbf_interpolate(values, mask, lam))
     got = keras.ops.convert_to_numpy(fused_rbf_interpolate(values, mask, lam))
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_upsampled_rows_match_keras_bilinear(factor):
+    rng = np.random.default_rng(factor)
+    x = rng.normal(size=(2, 5, 7, 3)).astype("float32")
+    mask = (rng.random((2, 5 * factor, 7 * factor)) < 0.3).astype("float32")
+    plan = TilePlan(keras.ops.convert_to_tensor(mask), 1)
+    expected = keras.ops.convert_to_numpy(keras.layers.UpSampling2D(factor, interpolation="bilinear")(x))
+    got = keras.ops.convert_to_numpy(_upsampled_rows(keras.ops.convert_to_tensor(x), factor, plan))
+    np.testing.assert_allclose(got, expected[mask > 0], atol=1e-5)
