@@ -200,8 +200,9 @@ def sparse_pointwise_head(plan, xs, conv, bn, classifier):
 
     Every layer of the head works per pixel and the blend is the identity where ``m = 1``, so on
     the computed pixels this is the dense simulation's result without concatenating and
-    upsampling whole maps (at 1/4 resolution the widest tensors of the network). Elsewhere the
-    output is zero: the exit copies the previous exit's prediction there.
+    upsampling whole maps (at 1/4 resolution the widest tensors of the network). Off the plan's
+    pixels the output is zero, and off the mask it is not the dense simulation's: the exit copies
+    the previous exit's prediction wherever the mask is 0.
 
     Args:
         plan: :class:`TilePlan` at the resolution of ``xs[0]``.
