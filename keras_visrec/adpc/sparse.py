@@ -219,8 +219,7 @@ def sparse_pointwise_head(plan, xs, conv, bn, classifier):
 
 
 def _pointwise(layer, rows):
-    """A 1×1 conv applied to ``(n, channels)`` rows."""
+    """A 1×1 conv applied to ``(n, channels)`` rows (single-pixel patches of :func:`_tile_conv`)."""
     import tensorflow as tf
 
-    y = tf.matmul(rows, tf.reshape(layer.kernel, (int(rows.shape[-1]), -1)))
-    return y + layer.bias if layer.use_bias else y
+    return tf.reshape(_tile_conv(layer, rows[:, None, None, :], 1), (-1, layer.filters))
