@@ -5,6 +5,8 @@ Trains a small HRNet-style anytime model on the digit-segmentation task (real sk
 ``--tail-epochs`` at 5e-4, Adam): unmasked (every exit on every pixel; the accuracy anchor), and
 as ADP-C with the paper's dense-simulated masking from the first step, as the paper trains it
 (``--adpc-from base`` instead fine-tunes ADP-C from the unmasked model after its first phase).
+``--schedule poly`` runs both models through one poly-decayed run of the same length instead,
+and ``--seed`` starts both from the same initial weights, so that repeated seeds compare in pairs.
 The test canvases are ``--size`` with the training canvases' digit sizes and digits per area, so
 a larger canvas is a larger scene, not larger objects. Prints each model's per-exit mIoU, then
 times one image at a time to each exit with no masking (the anchor; the same network as the
@@ -14,6 +16,7 @@ the anchor measured in the same run and the computed (not skipped) share.
 Figures are taken on a shared CPU: compare ratios, not seconds.
 
     python bench/adpc_masked.py [--size 1024] [--epochs 12] [--tail-epochs 4] [--weights DIR]
+    python bench/adpc_masked.py --schedule poly --epochs 20 --tail-epochs 4 --seed 1 --test 32 --accuracy-only
 """
 
 import argparse
@@ -39,6 +42,12 @@ def _parse():
     parser.add_argument("--adpc-from", choices=("scratch", "base"), default="scratch",
                         help="train ADP-C masked from the start (the paper), or fine-tune it from the unmasked "
                              "model after the first phase (masked for the second phase only)")
+    parser.add_argument("--schedule", choices=("step", "poly"), default="step",
+                        help="step: the two phases above; poly: one run of epochs + tail-epochs with the learning "
+                             "rate decaying from 3e-3 to 0 (power 0.9), for both models")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seeds the initial weights, the same for both models (a paired comparison)")
+    parser.add_argument("--accuracy-only", action="store_true", help="print the mIoU tables, skip the timing")
     parser.add_argument("--threshold", type=float, default=0.998)
     parser.add_argument("--tile", type=int, default=1)
     parser.add_argument("--dense-above", type=float, default=0.5)
@@ -46,7 +55,10 @@ def _parse():
     parser.add_argument("--weights", default=None,
                         help="a directory: base, base_ft and adpc (or adpc_from_base) .weights.h5 files are loaded "
                              "when there (no training), else written after training")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.schedule == "poly" and args.adpc_from == "base":
+        parser.error("--adpc-from base fine-tunes after the first phase; it needs --schedule step")
+    return args
 
 
 def _data(args):
@@ -67,9 +79,11 @@ def _models(args, x, y):
     import keras
     import tensorflow as tf
 
-    from keras_visrec.adpc import AnytimeHRNet, compile_anytime
+    from keras_visrec.adpc import AnytimeHRNet, PolyLR, compile_anytime
 
     def build(mode):
+        if args.seed is not None:
+            keras.utils.set_random_seed(args.seed)
         model = AnytimeHRNet(SMALL, classes=11, exit_width=32, threshold=args.threshold, mode=mode, tile=args.tile,
                              dense_above=args.dense_above, bn_momentum=0.9, name="bench_adpc")
         model(x[:1])
@@ -77,9 +91,14 @@ def _models(args, x, y):
 
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(8, drop_remainder=True)
     first, tail = (args.epochs, 3e-3), (args.tail_epochs, 5e-4)
-    adpc = ("adpc_from_base", "base", [tail]) if args.adpc_from == "base" else ("adpc", None, [first, tail])
-    plans = (("base", "none", "base", None, [first]), ("base_ft", "none", "base_ft", "base", [tail]),
-             ("adpc", "dense", *adpc))
+    if args.schedule == "poly":
+        epochs = args.epochs + args.tail_epochs
+        whole = [(epochs, PolyLR(3e-3, epochs * int(data.cardinality())))]
+        plans = (("base_ft", "none", "base_ft_poly", None, whole), ("adpc", "dense", "adpc_poly", None, whole))
+    else:
+        adpc = ("adpc_from_base", "base", [tail]) if args.adpc_from == "base" else ("adpc", None, [first, tail])
+        plans = (("base", "none", "base", None, [first]), ("base_ft", "none", "base_ft", "base", [tail]),
+                 ("adpc", "dense", *adpc))
     models = {}
     for name, mode, stem, start, phases in plans:
         path = args.weights and os.path.join(args.weights, f"{stem}.weights.h5")
@@ -136,33 +155,37 @@ def main():
     models = _models(args, x, y)
     model = models["adpc"]
     references = {name: evaluate_exits(models[name], images, labels, mode="none", threshold=args.threshold,
-                                       progress=False) for name in ("base", "base_ft")}
-    print("unmasked model after the first phase:")
-    print(references["base"].table())
-    print("unmasked model after both phases (the equal-budget anchor), unmasked:")
+                                       progress=False) for name in ("base", "base_ft") if name in models}
+    if "base" in references:
+        print("unmasked model after the first phase:")
+        print(references["base"].table())
+    print("unmasked model after the whole schedule (the equal-budget anchor), unmasked:")
     print(references["base_ft"].table())
+    modes = ("none", "dense") if args.accuracy_only else MODES  # sparse matches dense; it is timed below
     results = {mode: evaluate_exits(model, images, labels, mode=mode, threshold=args.threshold, progress=False)
-               for mode in MODES}
+               for mode in modes}
     print(f"ADP-C (masked training from {'the start' if args.adpc_from == 'scratch' else 'the first-phase model'}):")
     for mode, result in results.items():
         print(result.table())
+    masked = results.get("sparse", results["dense"])
+    print("computed_share_per_segment:", ", ".join(f"{s:.3f}" for s in masked.computed))
+    print(f"skipped_share_final_segment: {1 - masked.computed[2]:.3f}")
+    for name, reference in references.items():
+        print(f"{name}_unmasked_final_miou: {reference.miou[3]:.2f}")
+    for mode, result in results.items():
+        print(f"adpc_{mode}_final_miou: {result.miou[3]:.2f}")
+    for name, reference in references.items():
+        print(f"miou_loss_masked_vs_{name}_unmasked: {reference.miou[3] - masked.miou[3]:.2f}")
+    print(f"gflops_per_exit_none: {', '.join(f'{g:.4f}' for g in results['none'].gflops)}")
+    print(f"gflops_per_exit_masked: {', '.join(f'{g:.4f}' for g in masked.gflops)}")
+    if args.accuracy_only:
+        return
     times = _time_exits(model, images, args.threshold, args.repeats)
     for mode, seconds in times.items():
         for k, value in enumerate(seconds, start=1):
             print(f"{mode}_exit{k}_ms_per_image: {1000 * value:.2f}")
             print(f"{mode}_exit{k}_ratio_vs_none: {value / times['none'][k - 1]:.3f}")
     print(f"final_exit_saving_sparse_vs_none_percent: {100 * (1 - times['sparse'][3] / times['none'][3]):.1f}")
-    print("computed_share_per_segment:", ", ".join(f"{s:.3f}" for s in results["sparse"].computed))
-    print(f"skipped_share_final_segment: {1 - results['sparse'].computed[2]:.3f}")
-    for name, reference in references.items():
-        print(f"{name}_unmasked_final_miou: {reference.miou[3]:.2f}")
-    for mode, result in results.items():
-        print(f"adpc_{mode}_final_miou: {result.miou[3]:.2f}")
-    for name, reference in references.items():
-        print(f"miou_loss_sparse_vs_{name}_unmasked: {reference.miou[3] - results['sparse'].miou[3]:.2f}")
-    print(f"gflops_per_exit_none: {', '.join(f'{g:.4f}' for g in results['none'].gflops)}")
-    print(f"gflops_per_exit_sparse: {', '.join(f'{g:.4f}' for g in results['sparse'].gflops)}")
-
 
 if __name__ == "__main__":
     main()
