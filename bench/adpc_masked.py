@@ -1,22 +1,21 @@
 """ADP-C masked computation: does skipping confident pixels save wall-clock time on CPU?
 
 Trains a small HRNet-style anytime model on the digit-segmentation task (real sklearn digits on
-``--train-size`` canvases) twice with the same schedule (``--epochs`` at 3e-3, then
-``--tail-epochs`` at 5e-4, Adam): unmasked (every exit on every pixel; the accuracy anchor), and
-as ADP-C with the paper's dense-simulated masking from the first step, as the paper trains it
-(``--adpc-from base`` instead fine-tunes ADP-C from the unmasked model after its first phase).
-``--schedule poly`` runs both models through one poly-decayed run of the same length instead,
-and ``--seed`` starts both from the same initial weights, so that repeated seeds compare in pairs.
-The test canvases are ``--size`` with the training canvases' digit sizes and digits per area, so
-a larger canvas is a larger scene, not larger objects. Prints each model's per-exit mIoU, then
-times one image at a time to each exit with no masking (the anchor; the same network as the
-unmasked model), the paper's dense simulation and the block-sparse mode, with the ratios against
-the anchor measured in the same run and the computed (not skipped) share.
+``--train-size`` canvases) twice on the same schedule (``--epochs`` with Adam, the learning rate
+decaying from 3e-3 to 0 by poly 0.9) and from the same initial weights (``--seed``): unmasked
+(every exit on every pixel; the accuracy anchor), and as ADP-C with the paper's dense-simulated
+masking from the first step, as the paper trains it. ``--schedule step`` instead keeps 3e-3 and
+ends with ``--tail-epochs`` at 5e-4, and with it ``--adpc-from base`` fine-tunes ADP-C from the
+unmasked model before its tail. The test canvases are ``--size`` with the training canvases' digit
+sizes and digits per area, so a larger canvas is a larger scene, not larger objects. Prints each
+model's per-exit mIoU, then times one image at a time to each exit with no masking (the anchor;
+the same network as the unmasked model), the paper's dense simulation and the block-sparse mode,
+with the ratios against the anchor measured in the same run and the computed (not skipped) share.
 
 Figures are taken on a shared CPU: compare ratios, not seconds.
 
-    python bench/adpc_masked.py [--size 1024] [--epochs 12] [--tail-epochs 4] [--weights DIR]
-    python bench/adpc_masked.py --schedule poly --epochs 20 --tail-epochs 4 --seed 1 --test 32 --accuracy-only
+    python bench/adpc_masked.py [--size 1024] [--epochs 24] [--seed 1] [--weights DIR]
+    python bench/adpc_masked.py --seed 2 --accuracy-only      # another paired run, no timing
 """
 
 import argparse
@@ -36,16 +35,16 @@ def _parse():
     parser.add_argument("--size", type=int, default=1024, help="test canvas side (divisible by 32)")
     parser.add_argument("--train-size", type=int, default=128, help="training canvas side (divisible by 32)")
     parser.add_argument("--train", type=int, default=768, help="training canvases")
-    parser.add_argument("--test", type=int, default=8, help="test canvases")
-    parser.add_argument("--epochs", type=int, default=12, help="first-phase epochs (learning rate 3e-3)")
-    parser.add_argument("--tail-epochs", type=int, default=4, help="second-phase epochs (learning rate 5e-4)")
+    parser.add_argument("--test", type=int, default=32, help="test canvases")
+    parser.add_argument("--epochs", type=int, default=24, help="training epochs of each model")
+    parser.add_argument("--schedule", choices=("poly", "step"), default="poly",
+                        help="poly: the learning rate decays from 3e-3 to 0 (power 0.9); step: 3e-3, then the "
+                             "last --tail-epochs at 5e-4 with a new optimizer")
+    parser.add_argument("--tail-epochs", type=int, default=4, help="epochs at 5e-4 ending the step schedule")
     parser.add_argument("--adpc-from", choices=("scratch", "base"), default="scratch",
-                        help="train ADP-C masked from the start (the paper), or fine-tune it from the unmasked "
-                             "model after the first phase (masked for the second phase only)")
-    parser.add_argument("--schedule", choices=("step", "poly"), default="step",
-                        help="step: the two phases above; poly: one run of epochs + tail-epochs with the learning "
-                             "rate decaying from 3e-3 to 0 (power 0.9), for both models")
-    parser.add_argument("--seed", type=int, default=None,
+                        help="train ADP-C masked from the start (the paper), or (step schedule) fine-tune it from "
+                             "the unmasked model before its tail (masked for the tail only)")
+    parser.add_argument("--seed", type=int, default=1,
                         help="seeds the initial weights, the same for both models (a paired comparison)")
     parser.add_argument("--accuracy-only", action="store_true", help="print the mIoU tables, skip the timing")
     parser.add_argument("--threshold", type=float, default=0.998)
@@ -53,11 +52,14 @@ def _parse():
     parser.add_argument("--dense-above", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=3, help="timing passes over the test images (best counts)")
     parser.add_argument("--weights", default=None,
-                        help="a directory: base, base_ft and adpc (or adpc_from_base) .weights.h5 files are loaded "
-                             "when there (no training), else written after training")
+                        help="a directory: the models' .weights.h5 files (unmasked_poly and adpc_poly; for the step "
+                             "schedule base, base_ft and adpc or adpc_from_base) are loaded when there (no "
+                             "training), else written after training")
     args = parser.parse_args()
     if args.schedule == "poly" and args.adpc_from == "base":
-        parser.error("--adpc-from base fine-tunes after the first phase; it needs --schedule step")
+        parser.error("--adpc-from base fine-tunes before the tail of the step schedule; it needs --schedule step")
+    if args.schedule == "step" and not 0 <= args.tail_epochs < args.epochs:
+        parser.error(f"--tail-epochs must be in [0, --epochs); received {args.tail_epochs} with --epochs {args.epochs}")
     return args
 
 
@@ -74,30 +76,28 @@ def _data(args):
 
 
 def _models(args, x, y):
-    """``{"base", "base_ft", "adpc"}``: the unmasked model after the first phase and after both
-    (the anchor), and ADP-C trained with dense-simulated masking on the same schedule."""
+    """``{"anchor", "adpc"}``: the unmasked model (the anchor) and ADP-C trained with dense-simulated
+    masking on the same schedule; the step schedule adds ``"base"``, the unmasked model before its tail."""
     import keras
     import tensorflow as tf
 
     from keras_visrec.adpc import AnytimeHRNet, PolyLR, compile_anytime
 
     def build(mode):
-        if args.seed is not None:
-            keras.utils.set_random_seed(args.seed)
+        keras.utils.set_random_seed(args.seed)
         model = AnytimeHRNet(SMALL, classes=11, exit_width=32, threshold=args.threshold, mode=mode, tile=args.tile,
                              dense_above=args.dense_above, bn_momentum=0.9, name="bench_adpc")
         model(x[:1])
         return model
 
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(8, drop_remainder=True)
-    first, tail = (args.epochs, 3e-3), (args.tail_epochs, 5e-4)
     if args.schedule == "poly":
-        epochs = args.epochs + args.tail_epochs
-        whole = [(epochs, PolyLR(3e-3, epochs * int(data.cardinality())))]
-        plans = (("base_ft", "none", "base_ft_poly", None, whole), ("adpc", "dense", "adpc_poly", None, whole))
+        whole = [(args.epochs, PolyLR(3e-3, args.epochs * int(data.cardinality())))]
+        plans = (("anchor", "none", "unmasked_poly", None, whole), ("adpc", "dense", "adpc_poly", None, whole))
     else:
+        first, tail = (args.epochs - args.tail_epochs, 3e-3), (args.tail_epochs, 5e-4)
         adpc = ("adpc_from_base", "base", [tail]) if args.adpc_from == "base" else ("adpc", None, [first, tail])
-        plans = (("base", "none", "base", None, [first]), ("base_ft", "none", "base_ft", "base", [tail]),
+        plans = (("base", "none", "base", None, [first]), ("anchor", "none", "base_ft", "base", [tail]),
                  ("adpc", "dense", *adpc))
     models = {}
     for name, mode, stem, start, phases in plans:
@@ -108,7 +108,7 @@ def _models(args, x, y):
         else:
             if start:
                 model.set_weights(models[start].get_weights())
-            for epochs, rate in phases:  # a new optimizer per phase, as for the anchor
+            for epochs, rate in phases:  # a new optimizer per phase, the same for both models
                 compile_anytime(model, optimizer=keras.optimizers.Adam(rate))
                 model.fit(data, epochs=epochs, verbose=2)
             if path:
@@ -155,16 +155,16 @@ def main():
     models = _models(args, x, y)
     model = models["adpc"]
     references = {name: evaluate_exits(models[name], images, labels, mode="none", threshold=args.threshold,
-                                       progress=False) for name in ("base", "base_ft") if name in models}
+                                       progress=False) for name in ("base", "anchor") if name in models}
     if "base" in references:
-        print("unmasked model after the first phase:")
+        print("unmasked model before the tail:")
         print(references["base"].table())
     print("unmasked model after the whole schedule (the equal-budget anchor), unmasked:")
-    print(references["base_ft"].table())
+    print(references["anchor"].table())
     modes = ("none", "dense") if args.accuracy_only else MODES  # sparse matches dense; it is timed below
     results = {mode: evaluate_exits(model, images, labels, mode=mode, threshold=args.threshold, progress=False)
                for mode in modes}
-    print(f"ADP-C (masked training from {'the start' if args.adpc_from == 'scratch' else 'the first-phase model'}):")
+    print(f"ADP-C (masked training from {'the start' if args.adpc_from == 'scratch' else 'the unmasked model before the tail'}):")
     for mode, result in results.items():
         print(result.table())
     masked = results.get("sparse", results["dense"])
