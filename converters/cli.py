@@ -93,7 +93,7 @@ def convert_file(checkpoint, arch, output, *, classes=None, include_top=True, la
         assign_state_dict, convert_state_dict, detect_layout, unwrap_state_dict,
     )
     from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
-    from keras_visrec.registry import get_model
+    from keras_visrec.models import get_model
 
     state = unwrap_state_dict(load_pytorch_checkpoint(checkpoint), source=checkpoint)
     layout = layout or detect_layout(state, source=checkpoint)
@@ -128,7 +128,7 @@ def _parity(model, state, layout):
 def _save(model, output, *, include_top, arch, classes, resolution):
     """Saves atomically (temp file in the same directory, then os.replace)."""
     from keras_visrec.files import atomic_path
-    from keras_visrec.registry import get_model
+    from keras_visrec.models import get_model
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with atomic_path(output) as partial:

@@ -36,8 +36,8 @@ _LAZY = {
     )},
     "count_flops": "keras_visrec.flops",
     "FlopReport": "keras_visrec.flops",
-    "list_models": "keras_visrec.registry",
-    "get_model": "keras_visrec.registry",
+    "list_models": "keras_visrec.models",
+    "get_model": "keras_visrec.models",
     # --- weights: PyTorch checkpoints, converters, zoo ---
     "load_pytorch_checkpoint": "keras_visrec.converters.pytorch_reader",
     "load_checkpoint_into_model": "keras_visrec.converters.loading",
@@ -70,7 +70,7 @@ _LAZY = {
     )},
 }
 
-_SUBMODULES = ("layers", "convnext", "flops", "registry", "weights", "zoo", "converters", "tflite",
+_SUBMODULES = ("layers", "convnext", "flops", "models", "registry", "weights", "zoo", "converters", "tflite",
                "adpc", "hrnet", "pruning", "cifar", "recipe", "training", "data", "cli")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)

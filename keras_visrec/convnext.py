@@ -27,6 +27,8 @@ weights, computed in fewer full-size passes.
 import keras
 import numpy as np
 
+from keras_visrec.arguments import (model_inputs, validate_classes, validate_classifier_activation, validate_input_shape,
+                                    validate_name, validate_pooling, validate_rate)
 from keras_visrec.layers import GRN, ImageNetNormalization, LayerNorm, LayerScale, StochasticDepth
 from keras_visrec.layers.convnext_block import conv_init
 from keras_visrec.layers.exportable import make_pointwise
@@ -70,19 +72,15 @@ CONVNEXT_CONFIGS = {
     "convnext_v2_huge": dict(depths=_DEEP, dims=(352, 704, 1408, 2816), grn=True, layer_scale=None),
 }
 
-_POOLINGS = (None, "avg", "max")
-
-
-def _validate(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
-              drop_path_rate, layer_scale_init_value, head_init_scale, features_only, isotropic):
-    """Checks every user argument before anything is built; returns the input shape to use."""
+def _validate(arch, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
+              drop_path_rate, layer_scale_init_value, head_init_scale, features_only, isotropic, name):
+    """Checks every user argument before anything is built; returns ``(input shape, classes)``."""
+    validate_name(name)
+    classes = validate_classes(classes)
     validate_weights_argument(weights, arch=arch, include_top=include_top, classes=classes)
-    if pooling not in _POOLINGS:
-        raise ValueError(f"`pooling` must be one of {_POOLINGS}; received pooling={pooling!r}.")
-    if not isinstance(classes, (int, np.integer)) or isinstance(classes, bool) or classes < 1:
-        raise ValueError(f"`classes` must be a positive integer; received classes={classes!r}.")
-    if not isinstance(drop_path_rate, (int, float)) or not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"`drop_path_rate` must be in [0, 1); received drop_path_rate={drop_path_rate!r}.")
+    validate_pooling(pooling)
+    validate_classifier_activation(classifier_activation)
+    validate_rate(drop_path_rate, "drop_path_rate")
     if layer_scale_init_value is not None and (
         not isinstance(layer_scale_init_value, (int, float)) or layer_scale_init_value < 0
     ):
@@ -94,26 +92,11 @@ def _validate(arch, include_top, weights, input_tensor, input_shape, pooling, cl
         raise ValueError(f"`head_init_scale` must be a positive float; received head_init_scale={head_init_scale!r}.")
     if features_only and include_top:
         raise ValueError("`features_only=True` returns the stage outputs and needs `include_top=False`.")
-
-    if input_tensor is not None and input_shape is None:
-        input_shape = tuple(input_tensor.shape[1:])
-    if input_shape is None:
-        input_shape = (224, 224, 3) if include_top else (None, None, 3)
-    input_shape = tuple(input_shape)
-    multiple = 16 if isotropic else 32
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"`input_shape` must be (height, width, 3) (channels last); received input_shape={input_shape}."
-        )
-    if input_shape[-1] != 3:
-        raise ValueError(f"`input_shape` must have 3 channels (RGB, channels last); received input_shape={input_shape}.")
-    for size in input_shape[:2]:
-        if size is not None and (size < multiple or size % multiple):
-            raise ValueError(
-                f"`input_shape` height and width must be None or multiples of {multiple} that are "
-                f">= {multiple} for {arch}; received input_shape={input_shape}."
-            )
-    return input_shape
+    input_shape = validate_input_shape(
+        input_shape, input_tensor=input_tensor, default=(224, 224, 3) if include_top else (None, None, 3),
+        multiple=16 if isotropic else 32, arch=arch,
+    )
+    return input_shape, classes
 
 
 def _registered_arch(depths, dims, isotropic, use_grn):
@@ -178,15 +161,10 @@ def ConvNeXt(
             f"received depths={depths}, dims={dims}."
         )
     arch = _registered_arch(depths, dims, isotropic, use_grn) or name
-    input_shape = _validate(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
-                            drop_path_rate, layer_scale_init_value, head_init_scale, features_only,
-                            isotropic)
-    if input_tensor is None:
-        inputs = keras.Input(shape=input_shape)
-    elif not keras.backend.is_keras_tensor(input_tensor):
-        inputs = keras.Input(tensor=input_tensor, shape=input_shape)
-    else:
-        inputs = input_tensor
+    input_shape, classes = _validate(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
+                                     classifier_activation, drop_path_rate, layer_scale_init_value,
+                                     head_init_scale, features_only, isotropic, name)
+    inputs, source_inputs = model_inputs(input_tensor, input_shape)
 
     x = inputs
     if include_preprocessing:
@@ -228,9 +206,7 @@ def ConvNeXt(
             x = keras.layers.GlobalMaxPooling2D(name=f"{name}_head_gmp")(x)
         outputs = LayerNorm(epsilon=1e-6, name=f"{name}_head_layernorm")(x)
 
-    if input_tensor is not None:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(inputs, outputs, name=name)
+    model = keras.Model(source_inputs, outputs, name=name)
     if weights is not None:
         load_weights(model, weights, arch=arch, include_top=include_top and not features_only, classes=classes)
     return model

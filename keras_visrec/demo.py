@@ -35,7 +35,7 @@ def train_digits(model="convnext_atto", *, epochs=10, image_size=32, batch_size=
     import keras
 
     from keras_visrec.data import load_digits_images
-    from keras_visrec.registry import get_model_builder
+    from keras_visrec.models import get_model_builder
     from keras_visrec.training import strategy_scope
 
     if not isinstance(epochs, int) or epochs < 1:
@@ -68,7 +68,7 @@ def run_demo(*, model="convnext_atto", epochs=10, output_dir="out/demo", export=
 
     from keras_visrec.data import load_digits_images
     from keras_visrec.flops import count_flops
-    from keras_visrec.registry import get_model_builder
+    from keras_visrec.models import get_model_builder
 
     results = {}
     print(f"== 1. Fine-tune {model} on scikit-learn's handwritten digits (32×32 RGB, 10 classes)")

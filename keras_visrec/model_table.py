@@ -24,7 +24,7 @@ def model_rows(pattern="*"):
     import keras
 
     from keras_visrec.flops import count_flops
-    from keras_visrec.registry import get_model, list_models, model_family
+    from keras_visrec.models import get_model, list_models, model_family
 
     rows = []
     for name in list_models(pattern):

@@ -1,21 +1,27 @@
-"""Uniform model discovery: ``list_models``, ``get_model`` and the ``register_model`` decorator.
+"""The model registry: a table of builders that each family fills when it is imported.
 
-Registry names are snake_case (``convnext_tiny``) and map to the public CamelCase builders
-(``ConvNeXtTiny``), as timm and torchvision do.
+This module sits at the bottom of the package and imports no family (timm's ``_registry``):
+``@register_model("convnext_tiny", family="convnext")`` records a builder; the public discovery
+functions (``list_models``, ``get_model``) live in :mod:`keras_visrec.models`, which imports
+every family first. Registry names are snake_case (``convnext_tiny``) and map to the public
+CamelCase builders (``ConvNeXtTiny``), as in timm and torchvision.
 """
 
+import difflib
 import fnmatch
 
-__all__ = ["get_model", "get_model_builder", "list_models", "register_model"]
+__all__ = ["is_registered", "lookup", "register_model", "registered_family", "registered_names"]
 
 _BUILDERS = {}
 
 
 def register_model(name, family):
     """Decorator: records a builder under a snake_case ``name`` in a ``family``."""
+    if not isinstance(name, str) or not name or name != name.lower():
+        raise ValueError(f"A registry name must be a non-empty snake_case string; received {name!r}.")
 
     def wrap(builder):
-        if name in _BUILDERS:
+        if name in _BUILDERS and _BUILDERS[name][1] is not builder:
             raise ValueError(f"Model name {name!r} is registered twice.")
         _BUILDERS[name] = (family, builder)
         return builder
@@ -23,44 +29,29 @@ def register_model(name, family):
     return wrap
 
 
-def list_models(pattern="*", family=None):
-    """Registered model names matching a glob ``pattern`` (and a ``family``, when given), sorted."""
-    _import_families()
+def is_registered(name):
+    """Whether a builder is registered as ``name`` (among the families imported so far)."""
+    return name in _BUILDERS
+
+
+def registered_names(pattern="*", family=None):
+    """Names registered so far matching a glob ``pattern`` (and ``family``), sorted."""
     return sorted(
         name for name, (fam, _) in _BUILDERS.items()
         if fnmatch.fnmatch(name, pattern) and (family is None or fam == family)
     )
 
 
-def get_model_builder(name):
-    """The public builder registered as ``name``; unknown names list close matches."""
-    _import_families()
+def lookup(name):
+    """The builder registered as ``name``; an unknown name raises with close matches."""
     if name not in _BUILDERS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_BUILDERS), n=5)
+        close = difflib.get_close_matches(str(name), list(_BUILDERS), n=5)
         hint = f" Close matches: {close}." if close else ""
         raise ValueError(f"Unknown model name {name!r}.{hint} See keras_visrec.list_models().")
     return _BUILDERS[name][1]
 
 
-def get_model(name, **kwargs):
-    """Builds the registered model ``name`` with the builder's keyword arguments."""
-    return get_model_builder(name)(**kwargs)
-
-
-def model_family(name):
-    """The family a registered model belongs to (e.g. ``"convnext"``)."""
-    get_model_builder(name)
+def registered_family(name):
+    """The family of the builder registered as ``name`` (e.g. ``"convnext"``)."""
+    lookup(name)
     return _BUILDERS[name][0]
-
-
-def _import_families():
-    # Registration happens at import of each family module.
-    import keras_visrec.convnext  # noqa: F401
-    for optional in ("keras_visrec.hrnet", "keras_visrec.cifar"):
-        try:
-            __import__(optional)
-        except ModuleNotFoundError as error:
-            if error.name != optional:
-                raise

@@ -76,9 +76,9 @@ def validate_weights_argument(weights, *, arch, include_top, classes):
     kind, detail = resolve_weights(weights, arch=arch)
     if kind != "zoo":
         return
-    from keras_visrec.registry import list_models
+    from keras_visrec.registry import is_registered
 
-    if detail.arch != arch and arch in list_models():
+    if detail.arch != arch and is_registered(arch):
         raise ValueError(
             f"Zoo weights {detail.id!r} are for {detail.arch!r}, not {arch!r}. "
             f"Use keras_visrec.get_model({detail.arch!r}, weights={detail.id!r})."
@@ -98,26 +98,34 @@ def validate_weights_argument(weights, *, arch, include_top, classes):
         )
 
 
-def load_weights(model, weights, *, arch, include_top, classes):
-    """Loads ``weights`` (already validated) into a freshly built ``model``; returns it."""
+def load_weights(model, weights, *, arch, include_top, classes, family=None):
+    """Loads ``weights`` (already validated) into a freshly built ``model``; returns it.
+
+    ``family`` picks the checkpoint key map for PyTorch files (``keras_visrec.model_family``);
+    None looks ``arch`` up in the registry and falls back to ConvNeXt.
+    """
     kind, detail = resolve_weights(weights, arch=arch)
     if kind == "none":
         return model
     from keras_visrec.converters.loading import load_checkpoint_into_model
+    from keras_visrec.registry import is_registered, registered_family
+
+    if family is None:
+        family = registered_family(arch) if is_registered(arch) else "convnext"
 
     if kind == "zoo":
         from keras_visrec import zoo
 
         path = zoo.fetch_weights(detail.id, include_top=include_top)
         prefix = detail.arch if detail.format == "keras_h5" else None
-        load_checkpoint_into_model(model, path, include_top=include_top,
+        load_checkpoint_into_model(model, path, include_top=include_top, family=family,
                                    layout=detail.layout if detail.format == "keras_h5" else None,
                                    source_prefix=prefix)
         return model
     path = detail
     suffix = _suffix(path)
     if suffix in TORCH_SUFFIXES:
-        load_checkpoint_into_model(model, path, include_top=include_top)
+        load_checkpoint_into_model(model, path, include_top=include_top, family=family)
         return model
     if suffix == ".weights.h5":
         try:

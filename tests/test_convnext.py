@@ -56,7 +56,7 @@ def test_every_variant_is_registered_with_a_public_builder():
     assert kv.list_models("convnext*") == sorted(CONVNEXT_CONFIGS)
     assert set(TIMM_PARAMS) == set(CONVNEXT_CONFIGS)
     for name in CONVNEXT_CONFIGS:
-        assert kv.registry.get_model_builder(name).__doc__
+        assert kv.models.get_model_builder(name).__doc__
 
 
 @pytest.mark.parametrize("arch", sorted(CONVNEXT_CONFIGS))

@@ -17,7 +17,7 @@ def test_readme_rows_equal_the_generated_rows(pattern):
 
 
 def test_readme_lists_every_registered_model():
-    from keras_visrec.registry import list_models
+    from keras_visrec.models import list_models
 
     missing = [name for name in list_models() if f"| `{name}` |" not in README]
     assert not missing, f"models missing from the README table: {missing}"

@@ -47,7 +47,7 @@ def _load_model(args):
         if not os.path.isfile(args.model):
             raise FileNotFoundError(f"Model file not found: {args.model!r}.")
         return keras.saving.load_model(args.model, compile=False)
-    from keras_visrec.registry import get_model
+    from keras_visrec.models import get_model
 
     size = args.input_size
     return get_model(args.model, input_shape=(size, size, 3), classes=args.classes, weights=args.weights)

@@ -95,7 +95,7 @@ def evaluate(model, data="imagenet2012", *, weights=None, split="validation", im
     if crop_pct is None and entry is not None:
         crop_pct = (entry.preprocessing or {}).get("crop_pct")
     if not isinstance(model, keras.Model):
-        from keras_visrec.registry import get_model
+        from keras_visrec.models import get_model
 
         size = image_size or (entry.resolution if entry is not None else 224)
         model = get_model(model, weights=weights, input_shape=(size, size, 3))

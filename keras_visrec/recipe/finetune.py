@@ -82,7 +82,7 @@ def build_model(model="convnext_tiny", *, classes, image_size=224, weights=None,
         built = model
     else:
         from keras_visrec.convnext import ConvNeXt
-        from keras_visrec.registry import get_model
+        from keras_visrec.models import get_model
 
         common = dict(input_shape=(image_size, image_size, 3), weights=weights, drop_path_rate=drop_path_rate,
                       classifier_activation=None)

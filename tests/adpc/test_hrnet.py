@@ -95,6 +95,6 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_registered():
-    from keras_visrec.registry import list_models
+    from keras_visrec.models import list_models
 
     assert {"hrnetv2_w18_small_v2", "hrnetv2_w48"} <= set(list_models(family="hrnet"))
