@@ -18,7 +18,7 @@ import functools
 import json
 import os
 
-__all__ = ["ZooEntry", "default_weights", "get_weights", "list_weights", "load_catalogue"]
+__all__ = ["TASKS", "ZooEntry", "default_weights", "get_weights", "list_weights", "load_catalogue"]
 
 _CATALOGUE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "catalogue.json")
 
@@ -45,6 +45,16 @@ class ZooEntry:
         num_params: int. Parameter count of the architecture with this head.
         default: bool. Whether ``weights="imagenet"`` resolves to this entry.
         notop_url / notop_sha256: optional smaller headless file.
+        task: str. ``classification`` (top-1 in ``top1``), ``segmentation``, ``pose`` or
+            ``detection``; the other tasks report in ``metrics``.
+        dataset: str. What the weights were trained / evaluated on (``imagenet-1k``, ``ade20k``,
+            ``cityscapes``, ``mpii``, ``coco``).
+        metrics: dict. Published figures beyond top-1, e.g. ``{"miou": 46.0, "miou_ms": 46.7}``,
+            ``{"pckh": 90.3}``, ``{"box_ap": 46.2}``; ``metrics_source`` says where from.
+        fetch: str. How a user gets the file when ``url`` is not a direct download (e.g. a Google
+            Drive folder): the steps, then ``weights=PATH``.
+        sha256_prefix: str or None. The hash prefix the upstream file name carries (torch.hub's
+            ``check_hash`` convention): checked on download, weaker than a full sha256.
     """
 
     id: str
@@ -67,6 +77,12 @@ class ZooEntry:
     notop_sha256: str | None = None
     top1_source: str = "official README of the upstream repository"
     upstream: str = ""
+    task: str = "classification"
+    dataset: str = "imagenet-1k"
+    metrics: dict = dataclasses.field(default_factory=dict)
+    metrics_source: str = ""
+    fetch: str = ""
+    sha256_prefix: str | None = None
 
     @property
     def verified(self):
@@ -77,6 +93,9 @@ class ZooEntry:
     def filename(self):
         """File name in the cache (the URL's last component)."""
         return self.url.rsplit("/", 1)[-1]
+
+
+TASKS = ("classification", "segmentation", "pose", "detection")
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,15 +109,19 @@ def load_catalogue(path=_CATALOGUE):
         unknown = set(raw) - fields
         if unknown:
             raise ValueError(f"{path}: entry {zoo_id!r} has unknown fields {sorted(unknown)}.")
-        entries[zoo_id] = ZooEntry(id=zoo_id, **raw)
+        entry = ZooEntry(id=zoo_id, **raw)
+        if entry.task not in TASKS:
+            raise ValueError(f"{path}: entry {zoo_id!r} has task {entry.task!r}; expected one of {TASKS}.")
+        entries[zoo_id] = entry
     return entries
 
 
-def list_weights(pattern="*", arch=None):
-    """Catalogue ids matching a glob ``pattern`` (and ``arch``, when given), sorted."""
+def list_weights(pattern="*", arch=None, task=None):
+    """Catalogue ids matching a glob ``pattern`` (and ``arch`` / ``task``, when given), sorted."""
     return sorted(
         zoo_id for zoo_id, entry in load_catalogue().items()
         if fnmatch.fnmatch(zoo_id, pattern) and (arch is None or entry.arch == arch)
+        and (task is None or entry.task == task)
     )
 
 

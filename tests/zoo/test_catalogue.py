@@ -27,8 +27,32 @@ def _param_count(arch, classes):
     return total + 2 * dims[-1] + dims[-1] * classes + classes
 
 
-def test_every_entry_is_complete_and_consistent():
-    entries = zoo.load_catalogue()
+GENERAL_ID = re.compile(r"^(?P<arch>[a-z0-9_]+)\.(?P<source>[a-z0-9]+)_(?P<tag>[a-z0-9_]+)$")
+
+
+def test_every_entry_has_the_common_fields():
+    import keras_visrec
+
+    registered = set(keras_visrec.list_models())
+    for zoo_id, entry in zoo.load_catalogue().items():
+        match = GENERAL_ID.match(zoo_id)
+        assert match and match["arch"] == entry.arch and match["source"] == entry.source, zoo_id
+        assert entry.arch in registered, zoo_id
+        assert entry.task in zoo.catalogue.TASKS, zoo_id
+        assert entry.url.startswith("https://"), zoo_id
+        assert entry.license and entry.sha256_source and entry.num_params > 0, zoo_id
+        assert set(entry.preprocessing) >= {"mean", "std"}, zoo_id
+        if entry.sha256 is not None:
+            assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256), zoo_id
+        if entry.task == "classification":
+            assert entry.top1 is None or 50 < entry.top1 < 95, zoo_id
+        else:
+            assert entry.top1 is None and entry.metrics and entry.metrics_source, zoo_id
+
+
+def test_every_convnext_classifier_entry_is_complete_and_consistent():
+    entries = {k: e for k, e in zoo.load_catalogue().items()
+               if e.arch in CONVNEXT_CONFIGS and e.task == "classification" and e.source in ("fb", "keras")}
     assert len(entries) >= 40
     for zoo_id, entry in entries.items():
         match = ID.match(zoo_id)
