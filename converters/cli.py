@@ -1,12 +1,14 @@
-"""``keras-visrec convert``: checkpoint → ``.weights.h5`` / ``.keras``, with a mapping summary.
+"""``keras-visrec convert``: checkpoint → ``.weights.h5`` / ``.keras``, with a mapping summary and a parity check.
 
 Single file:
 
-    keras-visrec convert convnext_tiny_1k_224_ema.pth --arch convnext_tiny -o tiny.weights.h5
+    keras-visrec convert convnext_tiny convnext_tiny_1k_224_ema.pth --output tiny.weights.h5
 
 prints which upstream layout was detected, how many tensors / parameters were mapped, what was
-ignored, and — when torch is installed — the max abs logit difference against a PyTorch forward
-pass of the same checkpoint (``--no-check`` skips it).
+ignored, and the max abs logit difference against a PyTorch forward pass of the same checkpoint.
+The check fails the command (exit 1, no output file) when that difference exceeds
+``--tolerance`` (default 1e-4); where it cannot run (torch not installed, no head, no PyTorch
+reference for the family) the summary records ``null`` and the reason. ``--no-check`` skips it.
 
 Batch (zoo artefacts):
 
@@ -15,16 +17,25 @@ Batch (zoo artefacts):
 
 converts each catalogue entry (from ``--from-dir`` when its file is there, else downloaded and
 verified) to ``<id>.weights.h5`` and appends one JSON manifest line per artefact to
-``<output-dir>/manifest.jsonl`` (id, file, sha256, bytes, source url, source sha256, params).
-Also available as ``python -m keras_visrec.converters``.
+``<output-dir>/manifest.jsonl`` (id, file, sha256, bytes, source url, source sha256, params,
+parity and the reason when it is null). Also available as ``python -m keras_visrec.converters``.
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 
-__all__ = ["build_parser", "main", "register"]
+from keras_visrec.cli_args import add_deprecated, add_output, add_output_dir, add_verbosity
+
+__all__ = ["ParityError", "build_parser", "convert_file", "main", "register"]
+
+DEFAULT_TOLERANCE = 1e-4
+
+
+class ParityError(ValueError):
+    """The converted model's logits differ from PyTorch's by more than the tolerance."""
 
 
 def register(subparsers):
@@ -36,19 +47,46 @@ def register(subparsers):
     return parser
 
 
+def _tolerance(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, received {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, received {text!r}")
+    return value
+
+
 def _add_arguments(parser):
+    parser.add_argument("model", nargs="?", help="registry name of the architecture, e.g. convnext_tiny "
+                                                 "(see keras-visrec models)")
     parser.add_argument("checkpoint", nargs="?", help=".pth / .pt / .bin / .safetensors file")
-    parser.add_argument("--arch", help="registry name, e.g. convnext_tiny (see keras-visrec models)")
-    parser.add_argument("-o", "--output", help="output .weights.h5 or .keras file")
+    add_deprecated(parser, "--arch", dest="arch", replacement="the positional MODEL (convert MODEL CHECKPOINT)")
+    add_output(parser, help="output .weights.h5 or .keras file")
     parser.add_argument("--classes", type=int, default=None, help="head size (default: from the checkpoint)")
     parser.add_argument("--no-top", action="store_true", help="convert without the classification head")
     parser.add_argument("--layout", choices=("official", "official_isotropic", "timm", "hf"), default=None)
     parser.add_argument("--no-check", action="store_true", help="skip the PyTorch parity check")
+    parser.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE,
+                        help=f"largest max-abs logit difference the check accepts (default: {DEFAULT_TOLERANCE:g})")
     parser.add_argument("--batch", nargs="+", metavar="ZOO_ID", help="convert these catalogue entries")
-    parser.add_argument("--output-dir", default="zoo_artefacts", help="batch output directory")
+    add_output_dir(parser, default="zoo_artefacts", help="batch output directory (default: zoo_artefacts)")
     parser.add_argument("--from-dir", default=None, help="batch: look for upstream files here first")
     parser.add_argument("--allow-unverified", action="store_true",
                         help="batch: accept catalogue entries without a published sha256")
+    add_verbosity(parser)
+
+
+def _model_and_checkpoint(args):
+    """(arch, checkpoint) from ``MODEL CHECKPOINT`` or the old ``CHECKPOINT --arch MODEL``."""
+    model = args.model
+    arch = getattr(args, "arch", None)
+    if arch is not None:
+        if args.checkpoint is not None:
+            raise ValueError("pass either `convert MODEL CHECKPOINT` or the old `convert CHECKPOINT --arch MODEL`, "
+                             "not both.")
+        return arch, model
+    return model, args.checkpoint
 
 
 def build_parser():
@@ -67,34 +105,49 @@ def run(args):
     """Entry point of the sub-command; returns the exit code."""
     if args.batch:
         return _run_batch(args)
-    if not args.checkpoint or not args.arch or not args.output:
-        print("convert: a checkpoint, --arch and --output are needed (or --batch ZOO_ID ...).", file=sys.stderr)
+    try:
+        arch, checkpoint = _model_and_checkpoint(args)
+    except ValueError as error:
+        print(f"convert: {error}", file=sys.stderr)
+        return 2
+    if not checkpoint or not arch or not args.output:
+        print("convert: MODEL, CHECKPOINT and --output are needed (or --batch ZOO_ID ...).", file=sys.stderr)
         return 2
     if not args.output.endswith((".weights.h5", ".keras")):
         print(f"convert: --output must end with .weights.h5 or .keras; received {args.output!r}.", file=sys.stderr)
         return 2
     try:
-        summary = convert_file(args.checkpoint, args.arch, args.output, classes=args.classes,
-                               include_top=not args.no_top, layout=args.layout, check=not args.no_check)
+        summary = convert_file(checkpoint, arch, args.output, classes=args.classes, include_top=not args.no_top,
+                               layout=args.layout, check=not args.no_check, tolerance=args.tolerance)
+    except ParityError as error:
+        print(f"convert: {error}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as error:  # bad file, wrong architecture, unknown arch
         print(f"convert: {error}", file=sys.stderr)
         return 1
-    _print_summary(summary)
+    if args.verbosity:
+        _print_summary(summary)
     return 0
 
 
 def convert_file(checkpoint, arch, output, *, classes=None, include_top=True, layout=None, check=True,
-                 resolution=224):
+                 tolerance=DEFAULT_TOLERANCE, resolution=224):
     """Converts one checkpoint to ``output``; returns a summary dict (also used by the batch mode).
 
-    ``resolution`` is the input size of a ``.keras`` output (a ``.weights.h5`` fits any size).
+    ``resolution`` is the input size of a ``.keras`` output (a ``.weights.h5`` fits any size). With
+    ``check``, a parity above ``tolerance`` raises :class:`ParityError` before anything is written;
+    a check that cannot run leaves ``parity_max_abs`` None with ``parity_reason``.
     """
     from keras_visrec.converters.convnext_keys import (
         assign_state_dict, convert_state_dict, detect_layout, unwrap_state_dict,
     )
     from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
-    from keras_visrec.models import get_model
+    from keras_visrec.models import get_model, model_family
 
+    family = model_family(arch)
+    if not family.startswith("convnext"):
+        raise ValueError(f"`convert` maps ConvNeXt checkpoints; {arch!r} is a {family!r} model — load its "
+                         f"checkpoint with weights=PATH instead.")
     state = unwrap_state_dict(load_pytorch_checkpoint(checkpoint), source=checkpoint)
     layout = layout or detect_layout(state, source=checkpoint)
     converted, unmapped = convert_state_dict(state, layout, source=checkpoint)
@@ -108,21 +161,30 @@ def convert_file(checkpoint, arch, output, *, classes=None, include_top=True, la
         "checkpoint": os.fspath(checkpoint), "arch": arch, "layout": layout, "classes": classes,
         "tensors": len(state), "layers_assigned": len(result["assigned"]), "ignored": result["ignored"],
         "params": int(model.count_params()), "output": output, "parity_max_abs": None,
+        "parity_reason": "skipped (--no-check)", "tolerance": tolerance,
     }
-    if check and include_top:
-        summary["parity_max_abs"] = _parity(model, state, layout)
+    if check:
+        summary["parity_max_abs"], summary["parity_reason"] = _parity(model, state, layout, include_top)
+        if summary["parity_max_abs"] is not None and not summary["parity_max_abs"] <= tolerance:
+            raise ParityError(
+                f"{checkpoint}: converted logits differ from PyTorch's by {summary['parity_max_abs']:.3e} (max abs), "
+                f"above --tolerance {tolerance:g}; nothing was written."
+            )
     _save(model, output, include_top=include_top, arch=arch, classes=classes, resolution=resolution)
     return summary
 
 
-def _parity(model, state, layout):
+def _parity(model, state, layout, include_top):
+    """``(max abs logit difference, None)``, or ``(None, why it could not run)``."""
+    if not include_top:
+        return None, "not run: the check compares logits and needs the head (--no-top given)"
     try:
         import torch  # noqa: F401
     except ImportError:
-        return "skipped (torch not installed)"
+        return None, "not run: torch is not installed (pip install keras_visrec[torch])"
     from keras_visrec.converters.parity import max_abs_difference
 
-    return max_abs_difference(model, state, layout, size=64)
+    return max_abs_difference(model, state, layout, size=64), None
 
 
 def _save(model, output, *, include_top, arch, classes, resolution):
@@ -152,10 +214,10 @@ def _print_summary(summary):
     if summary["ignored"]:
         print(f"ignored (head not built): {', '.join(summary['ignored'])}")
     parity = summary["parity_max_abs"]
-    if isinstance(parity, float):
-        print(f"parity vs PyTorch (max abs logits): {parity:.3e}")
-    elif parity:
-        print(f"parity: {parity}")
+    if parity is not None:
+        print(f"parity vs PyTorch (max abs logits): {parity:.3e} (tolerance {summary['tolerance']:g})")
+    else:
+        print(f"parity: {summary['parity_reason']}")
     print(f"written: {summary['output']}")
 
 
@@ -181,14 +243,19 @@ def _run_batch(args):
         else:
             source = zoo.fetch_weights(zoo_id, allow_unverified=args.allow_unverified)
         output = os.path.join(args.output_dir, f"{zoo_id}.weights.h5")
-        summary = convert_file(source, entry.arch, output, classes=entry.classes, check=not args.no_check,
-                               resolution=entry.resolution)
-        _print_summary(summary)
+        try:
+            summary = convert_file(source, entry.arch, output, classes=entry.classes, check=not args.no_check,
+                                   tolerance=args.tolerance, resolution=entry.resolution)
+        except (OSError, ValueError) as error:
+            print(f"{zoo_id}: {error}", file=sys.stderr)
+            return 1
+        if args.verbosity:
+            _print_summary(summary)
         line = {
             "id": zoo_id, "file": os.path.basename(output), "sha256": zoo.sha256_file(output),
             "bytes": os.path.getsize(output), "source_url": entry.url, "source_sha256": zoo.sha256_file(source),
             "source_sha256_published": entry.sha256 is not None, "params": summary["params"],
-            "parity_max_abs": summary["parity_max_abs"],
+            "parity_max_abs": summary["parity_max_abs"], "parity_reason": summary["parity_reason"],
         }
         with open(manifest, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")

@@ -14,11 +14,14 @@ import importlib
 import os
 import sys
 
+from keras_visrec._startup import invoked_as_cli, native_stderr_silenced
+
 # TensorFlow enables its oneDNN graph rewrites by default only on some Intel CPUs; elsewhere
 # (e.g. AMD EPYC) ConvNeXt runs ~1.4× slower without them (fused MatMul+BiasAdd+GELU). Turn them
 # on unless the user chose, and only while TensorFlow is not yet imported (it reads the variable
 # once). Set TF_ENABLE_ONEDNN_OPTS=0 to opt out.
-if "tensorflow" not in sys.modules:
+_TENSORFLOW_LOADED = "tensorflow" in sys.modules
+if not _TENSORFLOW_LOADED:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
@@ -95,6 +98,7 @@ def __dir__():
 # Keras finds a custom object by its registered name only once the defining module has run.
 _REGISTERING = ("keras_visrec.layers", "keras_visrec.cifar", "keras_visrec.adpc", "keras_visrec.recipe",
                 "keras_visrec.segmentation")
-for _module in _REGISTERING:
-    importlib.import_module(_module)
+with native_stderr_silenced(not _TENSORFLOW_LOADED and invoked_as_cli()):
+    for _module in _REGISTERING:
+        importlib.import_module(_module)
 del _module

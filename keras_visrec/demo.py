@@ -61,7 +61,8 @@ def train_digits(model="convnext_atto", *, epochs=10, image_size=32, batch_size=
     return net, float(accuracy), history
 
 
-def run_demo(*, model="convnext_atto", epochs=10, output_dir="out/demo", export=True, strategy=None):
+def run_demo(*, model="convnext_atto", epochs=10, output_dir="out/demo", export=True, strategy=None, seed=0,
+             verbose="auto"):
     """Runs the whole demo and returns a dict of the figures it printed."""
     import keras
     import numpy as np
@@ -72,7 +73,7 @@ def run_demo(*, model="convnext_atto", epochs=10, output_dir="out/demo", export=
 
     results = {}
     print(f"== 1. Fine-tune {model} on scikit-learn's handwritten digits (32×32 RGB, 10 classes)")
-    net, accuracy, _ = train_digits(model, epochs=epochs, strategy=strategy)
+    net, accuracy, _ = train_digits(model, epochs=epochs, strategy=strategy, seed=seed, verbose=verbose)
     flops = count_flops(net)
     print(f"params: {net.count_params():,}   MACs per image: {flops.total / 1e6:.2f} M")
     print(f"held-out accuracy: {accuracy:.4f}")
@@ -124,19 +125,22 @@ def _save_atomically(model, path):
 
 
 def register(subparsers):
+    from keras_visrec.cli_args import add_model, add_output_dir, add_seed, add_strategy, add_verbosity, positive_int
+
     parser = subparsers.add_parser("demo", help="fine-tune a small ConvNeXt on real digits, save, export")
-    parser.add_argument("--model", default="convnext_atto", help="registered model name (default: convnext_atto)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
-    parser.add_argument("--output-dir", default="out/demo", help="where to write .keras/.tflite files")
+    add_model(parser, default="convnext_atto", help="registered model name", deprecated=("--model",))
+    parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default: 10)")
+    add_output_dir(parser, default="out/demo", help="where to write .keras/.tflite files (default: out/demo)")
     parser.add_argument("--no-export", action="store_true", help="skip the TFLite step")
-    parser.add_argument("--strategy", default=None, choices=["default", "mirrored", "multiworker"],
-                        help="tf.distribute strategy (default: one device)")
+    add_strategy(parser)
+    add_seed(parser)
+    add_verbosity(parser)
     parser.set_defaults(func=_main)
 
 
 def _main(args):
     start = time.time()
     run_demo(model=args.model, epochs=args.epochs, output_dir=args.output_dir, export=not args.no_export,
-             strategy=args.strategy)
+             strategy=args.strategy, seed=args.seed, verbose=0 if args.verbosity == 0 else "auto")
     print(f"demo finished in {time.time() - start:.0f} s")
     return 0

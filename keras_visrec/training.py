@@ -4,21 +4,22 @@ import contextlib
 
 __all__ = ["STRATEGY_CHOICES", "resolve_strategy", "strategy_scope"]
 
-STRATEGY_CHOICES = ("default", "mirrored", "multiworker")
+STRATEGY_CHOICES = ("none", "mirrored", "multiworker")
 
 
 def resolve_strategy(strategy=None):
     """A ``tf.distribute.Strategy`` from a strategy, a name, or ``None``.
 
     Args:
-        strategy: `None` / `"default"` (the default strategy: one device), `"mirrored"`
+        strategy: `None` / `"none"` (the default strategy: one device; `"default"` is its old
+            spelling), `"mirrored"`
             (``MirroredStrategy`` over the local GPUs, or CPUs when none), `"multiworker"`
             (``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``), or a
             ``tf.distribute.Strategy`` instance, returned as is.
     """
     import tensorflow as tf
 
-    if strategy is None or strategy == "default":
+    if strategy is None or strategy in ("none", "default"):
         return tf.distribute.get_strategy()
     if isinstance(strategy, tf.distribute.Strategy):
         return strategy

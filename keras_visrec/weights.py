@@ -18,7 +18,7 @@ import os
 
 import keras
 
-__all__ = ["ACCEPTED_WEIGHTS", "copy_weights_by_name", "load_weights", "resolve_weights", "validate_weights_argument"]
+__all__ = ["ACCEPTED_WEIGHTS", "copy_weights_by_name", "is_weights_file", "load_weights", "resolve_weights", "validate_weights_argument"]
 
 KERAS_SUFFIXES = (".keras", ".weights.h5")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -26,6 +26,11 @@ ACCEPTED_WEIGHTS = (
     'None, "imagenet", a zoo id (keras_visrec.zoo.list_weights()), or a local '
     ".pth / .pt / .bin / .safetensors / .keras / .weights.h5 file"
 )
+
+
+def is_weights_file(weights):
+    """Whether ``weights`` names a file by its extension (it need not exist yet)."""
+    return isinstance(weights, (str, os.PathLike)) and _suffix(weights) is not None
 
 
 def _suffix(path):

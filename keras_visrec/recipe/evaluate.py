@@ -49,19 +49,23 @@ class EvalResult:
         return line
 
 
-def published_top1(weights):
-    """The catalogue's published top-1 (percent) of a zoo id, or None when it has none."""
-    entry = _zoo_entry(weights)
+def published_top1(weights, arch=None):
+    """The catalogue's published top-1 (percent) of ``weights``, or None for a file / an entry without one.
+
+    A misspelled zoo id raises (with close matches), never reads as "no published reference".
+    """
+    entry = _zoo_entry(weights, arch)
     return None if entry is None else entry.top1
 
 
-def _zoo_entry(weights):
-    try:
-        from keras_visrec.zoo.catalogue import get_weights
+def _zoo_entry(weights, arch=None):
+    """The catalogue entry ``weights`` names (a zoo id, or "imagenet" for ``arch``); None for None or a file."""
+    from keras_visrec.weights import is_weights_file, resolve_weights
 
-        return get_weights(weights)
-    except (ImportError, KeyError, ValueError, TypeError):
+    if weights is None or is_weights_file(weights):
         return None
+    kind, detail = resolve_weights(weights, arch=arch)
+    return detail if kind == "zoo" else None
 
 
 def evaluate(model, data="imagenet2012", *, weights=None, split="validation", image_size=None, crop_pct=None,
@@ -89,7 +93,7 @@ def evaluate(model, data="imagenet2012", *, weights=None, split="validation", im
     Returns:
         An `EvalResult`.
     """
-    entry = _zoo_entry(weights) if isinstance(weights, str) else None
+    entry = _zoo_entry(weights, model if isinstance(model, str) else model.name)
     if published is None and entry is not None:
         published = entry.top1
     if crop_pct is None and entry is not None:

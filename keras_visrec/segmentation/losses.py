@@ -5,16 +5,9 @@ non-ignored pixels), on logits upsampled bilinearly (``align_corners=False``) to
 import keras
 from keras import ops
 
-from keras_visrec.segmentation.metrics import IGNORE_LABEL, _labels
+from keras_visrec.segmentation.metrics import IGNORE_LABEL, _labels, upsample_logits
 
 __all__ = ["SegmentationLoss", "pixel_cross_entropy", "upsample_logits"]
-
-
-def upsample_logits(logits, height, width):
-    """Bilinear (half-pixel, PyTorch ``align_corners=False``) resize of logits to ``(height, width)``."""
-    if int(logits.shape[1]) == height and int(logits.shape[2]) == width:
-        return logits
-    return ops.image.resize(logits, (height, width), interpolation="bilinear")
 
 
 def _pixel_weights(labels, class_weights, ignore_label):

@@ -13,9 +13,16 @@ import numpy as np
 from keras import ops
 
 __all__ = ["IGNORE_LABEL", "ConfusionMatrix", "MeanIoU", "SegmentationScores", "check_labels", "confusion_matrix",
-           "mean_iou"]
+           "mean_iou", "upsample_logits"]
 
 IGNORE_LABEL = 255
+
+
+def upsample_logits(logits, height, width):
+    """Bilinear (half-pixel, PyTorch ``align_corners=False``) resize of logits to ``(height, width)``."""
+    if int(logits.shape[1]) == height and int(logits.shape[2]) == width:
+        return logits
+    return ops.image.resize(logits, (height, width), interpolation="bilinear")
 
 
 def check_labels(labels, classes, ignore_label=IGNORE_LABEL, *, source="labels"):
@@ -165,8 +172,6 @@ class MeanIoU(keras.metrics.Metric):
                                            name="confusion", dtype="float32")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        from keras_visrec.segmentation.losses import upsample_logits
-
         labels = _assert_label_range(_labels(y_true), self.classes, self.ignore_label)
         logits = y_pred if self.output_index is None else y_pred[:, self.output_index]
         logits = upsample_logits(logits, int(labels.shape[1]), int(labels.shape[2]))

@@ -76,6 +76,9 @@ def test_published_top1_and_resolution_come_from_the_catalogue(jpeg_folder):
     assert published_top1("convnext_tiny.fb_in1k") == 82.1
     assert published_top1("convnext_base.fb_in22k") is None  # 21841-class head: no 1k top-1
     assert published_top1("weights.keras") is None
+    assert published_top1("imagenet", arch="convnext_tiny") == 82.1
+    with pytest.raises(ValueError, match="Close matches.*convnext_tiny.fb_in1k"):
+        published_top1("convnext_tiny.fb_in1")  # a misspelled id is an error, not "no reference"
     model = keras_visrec.ConvNeXt((1, 1, 1, 1), (8, 16, 32, 64), input_shape=(None, None, 3), classes=3)
     result = evaluate(model, str(jpeg_folder), weights="convnext_base.fb_in1k_384", batch_size=4, verbose=0)
     assert result.published_top1 == 85.1 and result.count == 12 and result.image_size == 384

@@ -98,7 +98,7 @@ def test_cli_export_and_bench(tmp_path, capsys):
     from keras_visrec.cli import main
 
     path = tmp_path / "atto.tflite"
-    code = main(["export", "convnext_atto", str(path), "--input-size", "32", "--classes", "10",
+    code = main(["export", "convnext_atto", "--output", str(path), "--image-size", "32", "--classes", "10",
                  "--json", str(tmp_path / "atto.json")])
     assert code == 0 and path.exists() and (tmp_path / "atto.json").exists()
     assert "TFLite export" in capsys.readouterr().out
@@ -106,8 +106,13 @@ def test_cli_export_and_bench(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "p50_ms:" in out and "backend: ai_edge_litert" in out
     assert "op profile: atto.tflite" in out and "CONV_2D" in out and "SPACE_TO_DEPTH" in out
+    # the old spellings still work for one release, and say what replaces them
     code = main(["export", "convnext_atto", str(tmp_path / "edge.tflite"), "--input-size", "32", "--classes", "10",
                  "--quantization", "int8", "--target", "edgetpu", "--representative", "digits", "--samples", "4"])
     assert code == 0
-    assert "every op mappable" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "every op mappable" in captured.out
+    for old, new in (("--input-size", "--image-size"), ("--representative", "--data"), ("--samples", "--max-examples"),
+                     ("positional OUTPUT", "--output")):
+        assert old in captured.err and new in captured.err
     assert sorted(os.listdir(tmp_path)) == ["atto.json", "atto.tflite", "edge.tflite"]
