@@ -11,7 +11,7 @@ import re
 import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-_BLOCK = re.compile(r"(?P<marker><!-- readme-test: skip \((?P<reason>[^)]+)\) -->\n)?```python\n(?P<code>.*?)```",
+_BLOCK = re.compile(r"(?P<marker><!-- readme-test: skip \((?P<reason>.+?)\) -->\n)?```python\n(?P<code>.*?)```",
                     re.S)
 
 
