@@ -45,6 +45,8 @@ _LAZY = {
     "load_pytorch_checkpoint": "keras_visrec.converters.pytorch_reader",
     "load_checkpoint_into_model": "keras_visrec.converters.loading",
     "list_weights": "keras_visrec.zoo",
+    "save_preset": "keras_visrec.presets",
+    "load_preset": "keras_visrec.presets",
     "fetch_weights": "keras_visrec.zoo",
     # --- TFLite export and runtime ---
     "export_tflite": "keras_visrec.tflite.export",
@@ -73,7 +75,7 @@ _LAZY = {
     )},
 }
 
-_SUBMODULES = ("layers", "convnext", "flops", "models", "registry", "weights", "zoo", "converters", "tflite",
+_SUBMODULES = ("layers", "convnext", "flops", "models", "presets", "registry", "weights", "zoo", "converters", "tflite",
                "adpc", "hrnet", "pruning", "cifar", "recipe", "training", "data", "cli")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)

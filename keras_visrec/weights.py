@@ -11,7 +11,8 @@ Accepted forms:
   the returned path);
 * a local file: ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` (official, timm or HF layout,
   read without torch), ``.keras`` (weights copied by layer name, so a file saved with a head
-  also loads into ``include_top=False``) or ``.weights.h5`` (same architecture required).
+  also loads into ``include_top=False``) or ``.weights.h5`` (same architecture required);
+* a keras-hub-style preset directory (``keras_visrec.presets.save_preset``), copied by layer name.
 """
 
 import os
@@ -24,7 +25,7 @@ KERAS_SUFFIXES = (".keras", ".weights.h5")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 ACCEPTED_WEIGHTS = (
     'None, "imagenet", a zoo id (keras_visrec.zoo.list_weights()), or a local '
-    ".pth / .pt / .bin / .safetensors / .keras / .weights.h5 file"
+    ".pth / .pt / .bin / .safetensors / .keras / .weights.h5 file, or a preset directory"
 )
 
 
@@ -42,9 +43,9 @@ def _suffix(path):
 
 
 def resolve_weights(weights, *, arch):
-    """Classifies a ``weights`` value: ``("none" | "file" | "zoo", detail)``.
+    """Classifies a ``weights`` value: ``("none" | "file" | "preset" | "zoo", detail)``.
 
-    ``detail`` is the path for files and the :class:`keras_visrec.zoo.ZooEntry` for
+    ``detail`` is the path for files and preset directories, the :class:`keras_visrec.zoo.ZooEntry` for
     ``"imagenet"`` and zoo ids. Raises a clear error for anything no loader accepts.
     """
     if weights is None:
@@ -64,6 +65,10 @@ def resolve_weights(weights, *, arch):
                 f"{arch!r}. Zoo ids for {arch!r}: {available or 'none (is `name=` a custom name?)'}."
             )
         return "zoo", entry
+    from keras_visrec.presets import is_preset_dir
+
+    if is_preset_dir(text):
+        return "preset", text
     if _suffix(text) is not None:
         if not os.path.isfile(text):
             raise FileNotFoundError(f"`weights` file not found: {text!r}.")
@@ -126,6 +131,11 @@ def load_weights(model, weights, *, arch, include_top, classes, family=None):
         load_checkpoint_into_model(model, path, include_top=include_top, family=family,
                                    layout=detail.layout if detail.format == "keras_h5" else None,
                                    source_prefix=prefix)
+        return model
+    if kind == "preset":
+        from keras_visrec.presets import load_preset
+
+        copy_weights_by_name(load_preset(detail), model, source_name=detail)
         return model
     path = detail
     suffix = _suffix(path)
