@@ -97,10 +97,20 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-# Keras finds a custom object by its registered name only once the defining module has run.
-_REGISTERING = ("keras_visrec.layers", "keras_visrec.cifar", "keras_visrec.adpc", "keras_visrec.recipe",
-                "keras_visrec.segmentation")
+# Keras finds a custom object by its registered name only once the defining module has run. These
+# modules run on every backend; the tf.data evaluation layer (recipe.transforms) registers here on
+# the TensorFlow backend and elsewhere when it is imported.
+_REGISTERING = ("keras_visrec.layers", "keras_visrec.cifar", "keras_visrec.adpc", "keras_visrec.recipe.optim",
+                "keras_visrec.recipe.schedule", "keras_visrec.segmentation")
+
+
+def _registering():
+    import keras
+
+    return _REGISTERING + (("keras_visrec.recipe.transforms",) if keras.backend.backend() == "tensorflow" else ())
+
+
 with native_stderr_silenced(not _TENSORFLOW_LOADED and invoked_as_cli()):
-    for _module in _REGISTERING:
+    for _module in _registering():
         importlib.import_module(_module)
 del _module

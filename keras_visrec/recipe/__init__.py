@@ -7,36 +7,43 @@
 * `transforms` — the official evaluation transform, pixel-exact with PIL's bicubic;
 * `finetune` / `evaluate` — transfer and top-1 / top-5, behind ``keras-visrec finetune`` and
   ``keras-visrec eval`` (`cli`).
+
+Submodules import on first use: `optim`, `schedule` and `head` run on every Keras backend; the
+input pipelines (`augment`, `datasets`, `transforms`, `finetune`, `evaluate`) are tf.data and import
+TensorFlow when they are used.
 """
 
-from keras_visrec.recipe.augment import MixupOrCutMix, random_resized_crop, recipe_loss, train_image_augmenter
-from keras_visrec.recipe.datasets import ImageSource, list_image_folder, load_image_source
-from keras_visrec.recipe.evaluate import EvalResult, evaluate, published_top1
-from keras_visrec.recipe.finetune import FinetuneResult, build_model, finetune, model_fingerprint
-from keras_visrec.recipe.head import replace_head
-from keras_visrec.recipe.optim import (
-    LayerDecayAdamW,
-    convnext_adamw,
-    convnext_layer_id,
-    convnext_num_layers,
-    layer_decay_scales,
-    no_weight_decay_variables,
-)
-from keras_visrec.recipe.schedule import WarmupCosine
-from keras_visrec.recipe.transforms import (
-    EvalTransform,
-    center_crop,
-    decode_image,
-    eval_transform,
-    resize_bicubic_pil,
-    resize_shorter_side,
-)
+import importlib
 
-__all__ = [
-    "EvalResult", "EvalTransform", "FinetuneResult", "ImageSource", "LayerDecayAdamW", "MixupOrCutMix",
-    "WarmupCosine", "build_model", "center_crop", "convnext_adamw", "convnext_layer_id", "convnext_num_layers",
-    "decode_image", "eval_transform", "evaluate", "finetune", "layer_decay_scales", "list_image_folder",
-    "load_image_source", "model_fingerprint", "no_weight_decay_variables", "published_top1",
-    "random_resized_crop", "recipe_loss", "replace_head", "resize_bicubic_pil", "resize_shorter_side",
-    "train_image_augmenter",
-]
+_LAZY = {
+    "MixupOrCutMix": "augment", "random_resized_crop": "augment", "recipe_loss": "augment",
+    "train_image_augmenter": "augment",
+    "ImageSource": "datasets", "list_image_folder": "datasets", "load_image_source": "datasets",
+    "EvalResult": "evaluate", "evaluate": "evaluate", "published_top1": "evaluate",
+    "FinetuneResult": "finetune", "build_model": "finetune", "finetune": "finetune", "model_fingerprint": "finetune",
+    "replace_head": "head",
+    "LayerDecayAdamW": "optim", "convnext_adamw": "optim", "convnext_layer_id": "optim",
+    "convnext_num_layers": "optim", "layer_decay_scales": "optim", "no_weight_decay_variables": "optim",
+    "WarmupCosine": "schedule",
+    "EvalTransform": "transforms", "center_crop": "transforms", "decode_image": "transforms",
+    "eval_transform": "transforms", "resize_bicubic_pil": "transforms", "resize_shorter_side": "transforms",
+}
+_SUBMODULES = ("augment", "cli", "datasets", "evaluate", "finetune", "head", "optim", "schedule", "transforms")
+
+__all__ = sorted(_LAZY) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"keras_visrec.recipe.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"keras_visrec.recipe.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'keras_visrec.recipe' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
