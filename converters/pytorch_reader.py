@@ -548,19 +548,25 @@ class _Machine:
             target[key] = value
 
     def run(self):
-        ops = _OPCODES
+        ops, data, end, steps = _OPCODES, self.data, len(self.data), 0
         while True:
-            code = self._read(1)
+            pos = self.pos
+            if pos >= end:
+                raise CheckpointError(f"{self.path}: pickle truncated (no STOP before offset {end}).")
+            code = data[pos]
+            self.pos = pos + 1
             handler = ops.get(code)
             if handler is None:
                 raise CheckpointError(
-                    f"{self.path}: unsupported pickle opcode {code!r} at offset {self.pos - 1} "
+                    f"{self.path}: unsupported pickle opcode {bytes([code])!r} at offset {pos} "
                     "(not one that builds plain data)."
                 )
             if handler is _stop:
                 return self._pop()
             handler(self)
-            if len(self.stack) > _MAX_STACK or len(self.memo) > _MAX_STACK or len(self.marks) > _MAX_STACK:
+            steps += 1
+            # one opcode adds at most one object: checking every 1024 bounds the overshoot
+            if not steps & 1023 and max(len(self.stack), len(self.memo), len(self.marks)) > _MAX_STACK:
                 raise CheckpointError(f"{self.path}: pickle too large (more than {_MAX_STACK} objects on its stack).")
 
 
@@ -814,7 +820,7 @@ def _op_mark(m):
     m.marks.append(len(m.stack))
 
 
-_OPCODES = {
+_OPCODE_BYTES = {
     b"\x80": _op_proto,
     b"\x95": _op_frame,
     b".": _stop,
@@ -871,6 +877,7 @@ _OPCODES = {
     b"\x90": _op_additems,
     b"\x91": _op_frozenset,
 }
+_OPCODES = {code[0]: handler for code, handler in _OPCODE_BYTES.items()}  # keyed by the byte's value
 
 
 def _unpickle(data, path, persistent_load):
