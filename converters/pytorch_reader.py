@@ -764,33 +764,28 @@ def _op_setitems(m):
     m._set_items(m._top("SETITEMS"), items)
 
 
+def _add_to(m, opcode, kind, items):
+    """APPEND / APPENDS to a list, ADDITEMS to a set (whose items must be plain keys)."""
+    target = m._top(opcode)
+    if type(target) is not kind:
+        raise CheckpointError(f"{m.path}: malformed pickle ({opcode} to a {type(target).__name__}).")
+    if kind is set:
+        for item in items:
+            m.check_key(item)
+    m.count(len(items))
+    (target.update if kind is set else target.extend)(items)
+
+
 def _op_append(m):
-    value = m._pop()
-    target = m._top("APPEND")
-    if type(target) is not list:
-        raise CheckpointError(f"{m.path}: malformed pickle (APPEND to a {type(target).__name__}).")
-    m.count(1)
-    target.append(value)
+    _add_to(m, "APPEND", list, [m._pop()])
 
 
 def _op_appends(m):
-    items = m._pop_mark()
-    target = m._top("APPENDS")
-    if type(target) is not list:
-        raise CheckpointError(f"{m.path}: malformed pickle (APPENDS to a {type(target).__name__}).")
-    m.count(len(items))
-    target.extend(items)
+    _add_to(m, "APPENDS", list, m._pop_mark())
 
 
 def _op_additems(m):
-    items = m._pop_mark()
-    target = m._top("ADDITEMS")
-    if type(target) is not set:
-        raise CheckpointError(f"{m.path}: malformed pickle (ADDITEMS to a {type(target).__name__}).")
-    for item in items:
-        m.check_key(item)
-    m.count(len(items))
-    target.update(items)
+    _add_to(m, "ADDITEMS", set, m._pop_mark())
 
 
 def _op_frozenset(m):
