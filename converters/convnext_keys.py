@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 
+from keras_visrec.converters.pytorch_reader import Record
+
 __all__ = [
     "KeyMismatchError",
     "LAYOUTS",
@@ -31,6 +33,7 @@ __all__ = [
     "grn_vector",
     "linear_kernel",
     "map_key",
+    "unwrap_checkpoint",
     "unwrap_state_dict",
     "vector",
 ]
@@ -196,27 +199,58 @@ def map_key(key, layout):
 
 # ---- wrappers, layout detection, conversion ----------------------------------------------------
 
-def unwrap_state_dict(checkpoint, *, prefer_ema=False, source="checkpoint"):
-    """Returns the flat ``{key: array}`` state dict inside a checkpoint.
+def unwrap_checkpoint(checkpoint, *, prefer_ema=False, source="checkpoint"):
+    """Finds the state dict inside a checkpoint; returns ``(state, report)``.
 
-    Unwraps ``{"model": …}``, ``{"state_dict": …}``, ``{"model_ema": …}`` (preferred when
-    ``prefer_ema``) and strips a DistributedDataParallel ``module.`` prefix.
+    Released files are a bare state dict or ``{"model": …}``; the official training code saves
+    ``{"model", "optimizer", "epoch", "scaler", "model_ema", "args"}`` and mmcv / mmseg / mmdet
+    ``{"meta", "state_dict", "optimizer"}``. The first of ``model``, ``state_dict``, ``model_ema``,
+    ``state_dict_ema``, ``module`` holding a dict is taken (``model_ema`` / ``state_dict_ema`` first
+    when ``prefer_ema``; ``model`` when the file has no EMA entry), up to three wrappers deep, and
+    a DistributedDataParallel ``module.`` prefix is stripped.
+
+    Args:
+        checkpoint: dict. What ``load_pytorch_checkpoint`` returned.
+        prefer_ema: bool. Take the EMA weights when the file has them. Defaults to `False`.
+        source: str. File name for error messages. Defaults to `"checkpoint"`.
+
+    Returns:
+        ``(state, report)``: ``state`` the flat ``{key: array}``; ``report`` a dict with
+        ``entry`` (the wrapper path taken, e.g. ``"model"``, or None for a bare state dict) and
+        ``other_entries`` (the top-level entries left out, by name, in file order).
     """
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{source}: expected a dict of tensors, got {type(checkpoint).__name__}.")
     order = ("model_ema", "state_dict_ema") + _WRAPPERS if prefer_ema else _WRAPPERS
-    state = checkpoint
+    state, path = checkpoint, []
     for _ in range(3):
-        inner = next((state[k] for k in order if isinstance(state.get(k), dict)), None)
-        if inner is None or any(isinstance(v, np.ndarray) for v in state.values()):
+        if any(isinstance(v, np.ndarray) for v in state.values()):
             break
-        state = inner
+        key = next((k for k in order if _is_wrapped_state(state.get(k))), None)
+        if key is None:
+            break
+        state = state[key]
+        path.append(key)
     tensors = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     if not tensors:
         raise ValueError(f"{source}: no tensors found (top-level keys: {sorted(map(str, checkpoint))[:10]}).")
-    if all(k.startswith("module.") for k in tensors):
+    if all(isinstance(k, str) and k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
-    return tensors
+    others = [str(k) for k in checkpoint if k != path[0]] if path else []
+    return tensors, {"entry": ".".join(path) or None, "other_entries": others}
+
+
+def _is_wrapped_state(value):
+    return isinstance(value, dict) and not isinstance(value, Record)
+
+
+def unwrap_state_dict(checkpoint, *, prefer_ema=False, source="checkpoint"):
+    """Returns the flat ``{key: array}`` state dict inside a checkpoint (see :func:`unwrap_checkpoint`).
+
+    Unwraps ``{"model": …}``, ``{"state_dict": …}``, ``{"model_ema": …}`` (preferred when
+    ``prefer_ema``) and strips a DistributedDataParallel ``module.`` prefix.
+    """
+    return unwrap_checkpoint(checkpoint, prefer_ema=prefer_ema, source=source)[0]
 
 
 def detect_layout(keys, *, source="checkpoint"):

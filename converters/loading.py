@@ -10,11 +10,12 @@ with at least ``layout``, ``assigned`` (Keras layers filled) and ``ignored`` (up
 out, by name). Key-map modules register theirs with :func:`register_family_loader`.
 """
 
+import logging
 import os
 
 from keras_visrec.converters import anytime
 from keras_visrec.converters.convnext_keys import (
-    assign_state_dict, convert_state_dict, detect_layout, unwrap_state_dict,
+    assign_state_dict, convert_state_dict, detect_layout, unwrap_checkpoint,
 )
 from keras_visrec.converters.keras_applications import convert_keras_applications_h5
 from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
@@ -24,6 +25,7 @@ __all__ = ["TORCH_SUFFIXES", "family_loaders", "load_checkpoint_into_model", "re
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 _FAMILY_LOADERS = {}
+_LOG = logging.getLogger("keras_visrec")
 
 
 def register_family_loader(families, loader):
@@ -39,11 +41,11 @@ def family_loaders():
 
 
 def _load_convnext(model, state, *, include_top, source, strict=True, layout=None, prefer_ema=False):
-    state = unwrap_state_dict(state, prefer_ema=prefer_ema, source=source)
+    state, found = unwrap_checkpoint(state, prefer_ema=prefer_ema, source=source)
     layout = layout or detect_layout(state, source=source)
     converted, unmapped = convert_state_dict(state, layout, source=source)
     summary = assign_state_dict(model, converted, include_top=include_top, source=source, unmapped=unmapped)
-    summary["layout"] = layout
+    summary.update(layout=layout, **found)
     return summary
 
 
@@ -76,7 +78,10 @@ def load_checkpoint_into_model(model, path, *, include_top, family="convnext", l
             partial load, such as a backbone from a classification file, report instead).
 
     Returns:
-        A summary dict: ``layout``, ``assigned`` layer names, ``ignored`` upstream keys.
+        A summary dict: ``layout``, ``assigned`` layer names, ``ignored`` upstream keys; for a
+        training checkpoint also ``entry`` (the entry loaded, e.g. ``"model"``) and
+        ``other_entries`` (``optimizer``, ``epoch``, ``args`` … by name), which are also logged
+        at INFO level on the ``keras_visrec`` logger.
     """
     path = os.fspath(path)
     if family not in _FAMILY_LOADERS:
@@ -88,5 +93,9 @@ def load_checkpoint_into_model(model, path, *, include_top, family="convnext", l
         summary["layout"] = layout
         return summary
     state = load_pytorch_checkpoint(path)
-    return _FAMILY_LOADERS[family](model, state, include_top=include_top, source=path, strict=strict,
-                                   layout=layout, prefer_ema=prefer_ema)
+    summary = _FAMILY_LOADERS[family](model, state, include_top=include_top, source=path, strict=strict,
+                                      layout=layout, prefer_ema=prefer_ema)
+    if summary.get("other_entries"):
+        _LOG.info("%s: loaded entry %r into %s; not loaded: %s", path, summary.get("entry"), model.name,
+                  ", ".join(summary["other_entries"]))
+    return summary

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 
 __all__ = [
-    "CompilerReport", "EdgeTPUReport", "check_edgetpu", "edgetpu_op_table", "parse_compiler_log",
+    "CompilerReport", "EdgeTPUReport", "check_edgetpu", "custom_op_support", "edgetpu_op_table", "parse_compiler_log",
     "run_edgetpu_compiler",
 ]
 
@@ -30,6 +30,25 @@ def edgetpu_op_table():
     """Coral's supported-op table as a dict (see ``edgetpu_ops.json``)."""
     with open(_TABLE_PATH) as handle:
         return json.load(handle)
+
+
+def custom_op_support(name):
+    """Which runtimes have a kernel for the custom op ``name`` (``custom_ops`` in ``edgetpu_ops.json``).
+
+    Returns:
+        dict: ``xnnpack`` (the XNNPACK delegate takes it), ``builtin`` (LiteRT's builtin op
+        resolver registers it), ``edgetpu`` (it runs on the Edge TPU), ``origin`` (what writes
+        it) and ``known`` (False for an op none of the sources lists: it needs its own kernel).
+    """
+    table = edgetpu_op_table()["custom_ops"]
+    spec = table["ops"].get(name)
+    if spec is None:
+        spec = next((value for prefix, value in table["prefixes"].items() if str(name).startswith(prefix)), None)
+    if spec is None:
+        return {"xnnpack": False, "builtin": False, "edgetpu": False, "known": False,
+                "origin": "not a custom op LiteRT, XNNPACK or the Edge TPU provides: its kernel must be registered "
+                          "with the interpreter"}
+    return dict(spec, known=True)
 
 
 @dataclasses.dataclass
@@ -78,8 +97,13 @@ def check_edgetpu(ops):
     runtime = 10
     for op in ops:
         reasons = []
-        spec = table["ops"].get(op.op)
-        if spec is None:
+        spec = None if op.custom else table["ops"].get(op.op)
+        if op.custom:
+            if custom_op_support(op.op)["edgetpu"]:  # the compiler's own op: already on the Edge TPU
+                entries.append({"index": op.index, "op": op.op, "mapped": True, "reasons": []})
+                continue
+            reasons.append(f"custom op {op.op}: the Edge TPU compiler maps builtin ops only")
+        elif spec is None:
             reasons.append(f"{op.op} is not on the Edge TPU op table")
         else:
             runtime = max(runtime, int(spec["runtime"]))
@@ -88,6 +112,8 @@ def check_edgetpu(ops):
         floats = sorted({d for d in data_types if d not in _INTEGER})
         if floats:
             reasons.append(f"not 8-bit quantized ({', '.join(floats)} tensors)")
+        if op.dynamic:
+            reasons.append("dynamic tensor shape: the Edge TPU needs shapes fixed at compile time")
         for shape in op.input_shapes[:1] + op.output_shapes:  # activations (not weight tensors)
             if len(shape) > 3 and any(d > 1 for d in shape[:-3]):
                 reasons.append(f"tensor shape {shape}: only the 3 innermost dimensions may exceed 1")

@@ -10,6 +10,11 @@ interleaved, one invocation each per round, so load from other processes hits al
 The sum over nodes leaves out what only the whole graph has (XNNPACK partition boundaries, a
 builtin node between two delegated ones, cache reuse between neighbours);
 ``OpProfile.whole_model_ms`` is measured in the same rounds to show that gap.
+
+Only the primary subgraph (the one ``invoke`` runs) is cut. A node whose one-op model cannot
+run here — a control-flow op that calls other subgraphs, a custom op no kernel here provides,
+an input that cannot be made up (strings, resources) — is listed in ``OpProfile.skipped`` with
+the reason instead of stopping the profile.
 """
 
 import dataclasses
@@ -33,6 +38,7 @@ class OpProfile:
             one-op model was delegated), ``shapes`` (first input, first output).
         whole_model_ms: median latency of the whole file, timed in the same rounds.
         whole_model_min_ms: its fastest run.
+        skipped: nodes not timed, one dict per configuration: ``op``, ``count``, ``reason``.
     """
 
     path: str
@@ -41,6 +47,7 @@ class OpProfile:
     entries: list
     whole_model_ms: float
     whole_model_min_ms: float = float("nan")
+    skipped: list = dataclasses.field(default_factory=list)
 
     @property
     def total_ms(self):
@@ -75,6 +82,8 @@ class OpProfile:
         for op, row in self.by_type().items():
             lines.append(f"  {op:<26} {row['ms']:>7.2f}  {row['min_ms']:>7.2f}  {row['share']:>5.1%}  "
                          f"{row['count']:>5}  {row['xnnpack']:>7}  {row['builtin']:>7}")
+        for skip in self.skipped:
+            lines.append(f"  not timed: {skip['op']} x{skip['count']}: {skip['reason']}")
         return "\n".join(lines)
 
     def __str__(self):
@@ -110,17 +119,31 @@ def single_op_models(model_content):
     Each one-op model holds the node, its constant inputs (weights, biases, axes) and the
     quantization of every tensor it touches; its non-constant inputs become model inputs.
     ``key`` identifies the node's configuration (op, tensor shapes and dtypes, options), for
-    timing identical nodes once. Only the main subgraph is cut.
+    timing identical nodes once. Only the main subgraph is cut; a control-flow node (one that
+    calls other subgraphs) yields ``None`` for its bytes.
 
     Args:
         model_content: bytes of a ``.tflite`` file.
+
+    Raises:
+        TFLiteFileError: when the bytes are not a well-formed TFLite flatbuffer.
     """
     import copy
 
+    from keras_visrec.tflite.report import read_tflite
+
+    structure = read_tflite(model_content)  # bounds-checked first: the generated reader trusts the file
+    if not structure.subgraphs:
+        return
     schema = _schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(model_content), 0))
     graph = model.subgraphs[0]
     for index, op in enumerate(graph.operators):
+        code = model.operatorCodes[op.opcodeIndex]
+        opcode = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        if structure.opcodes[op.opcodeIndex]["name"] in _CALLS_SUBGRAPHS:
+            yield index, ("subgraph call", index), None
+            continue
         used = []
         intermediates = list(op.intermediates) if op.intermediates is not None else []
         for tensor in list(op.inputs) + list(op.outputs) + intermediates:
@@ -152,21 +175,27 @@ def single_op_models(model_content):
                                name="single_op")
         single = schema.ModelT(version=model.version or 3, operatorCodes=model.operatorCodes, subgraphs=[sub],
                                description="single op", buffers=buffers)
-        code = model.operatorCodes[op.opcodeIndex]
-        opcode = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        key = (opcode, tuple(key_tensors), int(op.builtinOptionsType), _options_key(op.builtinOptions))
+        custom = bytes(code.customCode or b"") if opcode == 32 else b""
+        options = bytes(op.customOptions) if op.customOptions is not None else b""
+        key = (opcode, custom, options, tuple(key_tensors), int(op.builtinOptionsType), _options_key(op.builtinOptions))
         yield index, key, _pack(schema, single)
 
 
+# ops that run other subgraphs: a one-op cut without them cannot run
+_CALLS_SUBGRAPHS = {"WHILE", "IF", "CALL", "CALL_ONCE", "STABLEHLO_WHILE", "STABLEHLO_CASE", "STABLEHLO_REDUCE",
+                    "STABLEHLO_REDUCE_WINDOW", "STABLEHLO_SCATTER", "STABLEHLO_SORT", "STABLEHLO_COMPOSITE"}
+
+
 def _random_inputs(interpreter, rng):
+    from keras_visrec.tflite.runtime import random_input
+
     for detail in interpreter.get_input_details():
         dtype = np.dtype(detail["dtype"])
         shape = detail["shape"]
         if np.issubdtype(dtype, np.floating):
             value = rng.standard_normal(shape).astype(dtype)
         else:
-            info = np.iinfo(dtype)
-            value = rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
+            value = random_input(dtype, shape, rng)
         interpreter.set_tensor(detail["index"], value)
 
 
@@ -187,29 +216,43 @@ def _load(content, num_threads, xnnpack):
 
 def _plan(path, num_threads, xnnpack, rng):
     """Loads one file: its whole-model interpreter and one interpreter per distinct node configuration."""
-    from keras_visrec.tflite.report import read_ops
+    from keras_visrec.tflite.report import read_ops, read_tflite
 
     if not os.path.isfile(os.fspath(path)):
         raise FileNotFoundError(f"TFLite model file not found: {os.fspath(path)!r}.")
     with open(path, "rb") as handle:
         content = handle.read()
-    delegated = {op.index: op.xnnpack for op in read_ops(content, with_xnnpack=xnnpack)}
-    names = {op.index: op for op in read_ops(content, with_xnnpack=False)}
-    configs = {}
+    read_tflite(content, path=os.fspath(path))  # a malformed file: TFLiteFileError before any runtime sees it
+    try:
+        whole = _load(content, num_threads, xnnpack)
+        _random_inputs(whole, rng)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise RuntimeError(f"Could not prepare {os.fspath(path)!r} for profiling: {error}") from error
+    names = {op.index: op for op in read_ops(content, with_xnnpack=xnnpack) if op.subgraph == 0}
+    configs, skipped = {}, {}
     for index, key, single in single_op_models(content):
-        key = key + (delegated.get(index, False),)
+        op = names[index]
+        key = key + (op.xnnpack,)
         if key in configs:
             configs[key]["count"] += 1
             continue
-        interpreter = _load(single, num_threads, xnnpack)
-        _random_inputs(interpreter, rng)
-        op = names[index]
+        if key in skipped:
+            skipped[key]["count"] += 1
+            continue
+        reason = "calls other subgraphs (control flow)" if single is None else None
+        if reason is None:
+            try:
+                interpreter = _load(single, num_threads, xnnpack)
+                _random_inputs(interpreter, rng)
+            except (RuntimeError, ValueError, TypeError) as error:
+                reason = str(error).strip().splitlines()[0][:200]
+        if reason is not None:
+            skipped[key] = {"op": op.op, "count": 1, "reason": reason}
+            continue
         configs[key] = {"op": op.op, "dtype": op.dtype, "count": 1, "interpreter": interpreter,
                         "xnnpack": _is_delegated(interpreter), "shapes": op.input_shapes[:1] + op.output_shapes[:1],
                         "times": []}
-    whole = _load(content, num_threads, xnnpack)
-    _random_inputs(whole, rng)
-    return {"configs": list(configs.values()), "whole": whole, "whole_times": []}
+    return {"configs": list(configs.values()), "whole": whole, "whole_times": [], "skipped": list(skipped.values())}
 
 
 def profile_tflite(paths, *, num_threads=2, rounds=10, warmup=2, xnnpack=True, progress=False):
@@ -263,7 +306,7 @@ def profile_tflite(paths, *, num_threads=2, rounds=10, warmup=2, xnnpack=True, p
                             "xnnpack": config["xnnpack"], "shapes": config["shapes"]})
         whole = plan["whole_times"][warmup:]
         profiles[name] = OpProfile(os.fspath(files[name]), num_threads, bool(xnnpack), entries,
-                                   float(np.median(whole)), float(np.min(whole)))
+                                   float(np.median(whole)), float(np.min(whole)), skipped=plan["skipped"])
     return profiles["model"] if single else profiles
 
 

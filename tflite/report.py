@@ -1,28 +1,309 @@
 """What a ``.tflite`` file holds and how LiteRT runs it: the export report.
 
-:func:`analyze_tflite` reads a model twice with LiteRT — once with no delegate (the graph as
-written) and once with the default XNNPACK delegate — and finds which nodes XNNPACK took by
-walking back from every delegate node's outputs to its inputs. Every node it leaves runs on a
-builtin kernel; for integer tensors those are often slow reference kernels, the cause of int8
-models that run slower than float.
+:func:`read_tflite` reads the file's flatbuffer itself, with every offset and length checked
+against the file before use: operator codes (custom ops by name), every subgraph with its
+tensors (dtypes, shapes and dynamic dimensions, quantization, constant buffers), signatures
+and metadata. Nothing in this step loads the file into a runtime, so models with custom ops,
+several signatures, int16 activations, fp16 / int8 weights or dynamic shapes are all analysed,
+and a malformed file is a :class:`TFLiteFileError` naming what is wrong.
+
+:func:`analyze_tflite` adds how LiteRT runs the graph, found in a child process (a runtime
+that aborts on a graph takes the child, not the caller): whether the builtin kernels alone
+prepare it, and which nodes the default XNNPACK delegate takes, by walking back from every
+delegate node's outputs to its inputs. Every node XNNPACK leaves runs on a builtin kernel; for
+integer tensors those are often slow reference kernels, the cause of int8 models that run
+slower than float. LiteRT reports delegation for the primary subgraph only.
 """
 
 import dataclasses
+import functools
 import json
 import os
+import struct
 
 import numpy as np
 
 from keras_visrec.files import write_atomic
 
-__all__ = ["ExportReport", "OpInfo", "analyze_tflite", "kernel_table", "read_ops"]
+__all__ = [
+    "ExportReport", "OpInfo", "TFLiteFileError", "TFLiteModel", "analyze_tflite", "kernel_table", "read_ops",
+    "read_tflite",
+]
 
 _DELEGATE_NODE = "DELEGATE"
 
 
+class TFLiteFileError(ValueError):
+    """A ``.tflite`` file that is not a well-formed TFLite flatbuffer (names the file and the problem)."""
+
+
+# ---- the flatbuffer, read with bounds checks -----------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _enums():
+    """(BuiltinOperator code -> name, TensorType code -> dtype name) from the TFLite schema module."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        from tensorflow.lite.python import schema_py_generated as schema
+    ops = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    types = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    return ops, types
+
+
+_CUSTOM = 32  # BuiltinOperator.CUSTOM
+
+
+class _Flatbuffer:
+    """Reads tables, vectors and strings of a flatbuffer; every position is checked before use.
+
+    ``work`` bounds the elements decoded in total (vectors may share tables, so a small file
+    could otherwise ask for unbounded work).
+    """
+
+    def __init__(self, data, path):
+        self.data, self.path, self.size = data, path, len(data)
+        self.work = 4 * len(data) + 100_000
+
+    def fail(self, what):
+        raise TFLiteFileError(f"{self.path}: not a well-formed TFLite flatbuffer ({what}).")
+
+    def unpack(self, fmt, pos):
+        width = struct.calcsize(fmt)
+        if pos < 0 or pos + width > self.size:
+            self.fail(f"read of {width} bytes at offset {pos} past the end of {self.size}")
+        return struct.unpack_from(fmt, self.data, pos)[0]
+
+    def table(self, pos):
+        vtable = pos - self.unpack("<i", pos)
+        vt_size = self.unpack("<H", vtable)
+        if vt_size < 4 or vt_size % 2 or vtable + vt_size > self.size:
+            self.fail(f"vtable of {vt_size} bytes at offset {vtable}")
+        return _Table(self, pos, vtable, (vt_size - 4) // 2)
+
+    def spend(self, n):
+        self.work -= n
+        if self.work < 0:
+            self.fail("its tables are shared or repeated far more often than their size allows")
+
+
+class _Table:
+    def __init__(self, fb, pos, vtable, slots):
+        self.fb, self.pos, self.vtable, self.slots = fb, pos, vtable, slots
+
+    def _field(self, slot):
+        if slot >= self.slots:
+            return None
+        offset = self.fb.unpack("<H", self.vtable + 4 + 2 * slot)
+        return self.pos + offset if offset else None
+
+    def scalar(self, slot, fmt, default=0):
+        pos = self._field(slot)
+        return default if pos is None else self.fb.unpack(fmt, pos)
+
+    def _target(self, slot):
+        pos = self._field(slot)
+        return None if pos is None else pos + self.fb.unpack("<I", pos)
+
+    def table(self, slot):
+        pos = self._target(slot)
+        return None if pos is None else self.fb.table(pos)
+
+    def _vector(self, slot, width):
+        pos = self._target(slot)
+        if pos is None:
+            return None, 0
+        length = self.fb.unpack("<I", pos)
+        if pos + 4 + length * width > self.fb.size:
+            self.fb.fail(f"vector of {length} × {width} bytes at offset {pos} past the end")
+        self.fb.spend(length)
+        return pos + 4, length
+
+    def numbers(self, slot, fmt):
+        width = struct.calcsize(fmt)
+        start, length = self._vector(slot, width)
+        if not length:
+            return []
+        return list(struct.unpack_from(f"<{length}{fmt.lstrip('<')}", self.fb.data, start))
+
+    def tables(self, slot):
+        start, length = self._vector(slot, 4)
+        return [self.fb.table(start + 4 * i + self.fb.unpack("<I", start + 4 * i)) for i in range(length)]
+
+    def byte_range(self, slot):
+        start, length = self._vector(slot, 1)
+        return (start, length) if start is not None else (0, 0)
+
+    def string(self, slot, default=""):
+        start, length = self._vector(slot, 1)
+        if start is None:
+            return default
+        return bytes(self.fb.data[start:start + length]).decode("utf-8", "replace")
+
+
+@dataclasses.dataclass
+class TFLiteModel:
+    """The structure of a ``.tflite`` file (see :func:`read_tflite`).
+
+    Attributes:
+        path: the file (or ``"<bytes>"``). size_bytes: its size. version: schema version.
+        description: the converter's description string.
+        opcodes: one dict per operator code: ``name`` (builtin name, or the custom op's name),
+            ``custom`` (bool), ``version``.
+        subgraphs: one dict per subgraph: ``index``, ``name``, ``tensors`` (dicts with ``index``,
+            ``name``, ``dtype``, ``shape``, ``shape_signature`` (-1 = dynamic), ``buffer``,
+            ``constant``, ``quantization`` (``scales``, ``zero_points`` counts, first ``scale`` /
+            ``zero_point``, ``dimension``), ``variable``), ``inputs``, ``outputs`` (tensor
+            indices) and ``operators`` (dicts with ``opcode``, ``inputs``, ``outputs``,
+            ``options_type``, ``custom_options_bytes``).
+        buffers: ``(offset, length)`` of each buffer's bytes in the file (``(0, 0)``: none).
+        signatures: one dict per signature: ``key``, ``subgraph``, ``inputs`` / ``outputs``
+            (name -> tensor index).
+        metadata: metadata names -> buffer index (e.g. ``min_runtime_version``).
+    """
+
+    path: str
+    size_bytes: int
+    version: int
+    description: str
+    opcodes: list
+    subgraphs: list
+    buffers: list
+    signatures: list
+    metadata: dict
+
+    def buffer_bytes(self, content, index):
+        """The bytes of buffer ``index`` (empty for non-constant tensors)."""
+        if not 0 <= index < len(self.buffers):
+            return b""
+        start, length = self.buffers[index]
+        return bytes(content[start:start + length])
+
+    @property
+    def custom_ops(self):
+        """Names of the custom ops the graph uses, sorted."""
+        return sorted({code["name"] for code in self.opcodes if code["custom"]})
+
+
+def read_tflite(content, *, path="<bytes>"):
+    """Reads the structure of a ``.tflite`` file from its flatbuffer, without a runtime.
+
+    Args:
+        content: bytes of a ``.tflite`` file.
+        path: str. Name used in error messages. Defaults to `"<bytes>"`.
+
+    Returns:
+        A :class:`TFLiteModel`.
+
+    Raises:
+        TFLiteFileError: when the bytes are not a well-formed TFLite flatbuffer (a position or
+            length outside the file, an index to a tensor / buffer / operator code that does
+            not exist, a vector too long for the file).
+    """
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise TypeError(f"`content` must be the bytes of a .tflite file; received {type(content).__name__}.")
+    content = bytes(content)
+    fb = _Flatbuffer(content, path)
+    if len(content) < 8:
+        fb.fail(f"{len(content)} bytes")
+    if content[4:8] != b"TFL3":
+        fb.fail(f"file identifier {content[4:8]!r}, expected b'TFL3'")
+    root = fb.table(fb.unpack("<I", 0))
+    op_names, type_names = _enums()
+    opcodes = []
+    for code in root.tables(1):
+        deprecated = code.scalar(0, "<b")
+        builtin = max(deprecated, code.scalar(3, "<i"))
+        custom = builtin == _CUSTOM
+        name = code.string(1, "CUSTOM") if custom else op_names.get(builtin, f"BUILTIN_{builtin}")
+        opcodes.append({"name": name, "custom": custom, "version": code.scalar(2, "<i", 1)})
+    buffers = []
+    for buffer in root.tables(4):
+        start, length = buffer.byte_range(0)
+        offset, size = buffer.scalar(1, "<Q"), buffer.scalar(2, "<Q")
+        if not length and size:  # models over 2 GB: the data follows the flatbuffer, at `offset`
+            if offset + size > len(content):
+                fb.fail(f"buffer data at {offset}..{offset + size} past the end")
+            start, length = offset, size
+        buffers.append((start, length))
+    subgraphs = [_read_subgraph(fb, index, graph, opcodes, buffers, type_names)
+                 for index, graph in enumerate(root.tables(2))]
+    signatures = []
+    for signature in root.tables(7):
+        sub = signature.scalar(4, "<I")
+        if sub >= len(subgraphs):
+            fb.fail(f"signature refers to subgraph {sub} of {len(subgraphs)}")
+        entry = {"key": signature.string(2), "subgraph": sub}
+        for slot, side in ((0, "inputs"), (1, "outputs")):
+            names = {}
+            for item in signature.tables(slot):
+                tensor = item.scalar(1, "<I")
+                if tensor >= len(subgraphs[sub]["tensors"]):
+                    fb.fail(f"signature {entry['key']!r} names tensor {tensor} of subgraph {sub}")
+                names[item.string(0)] = tensor
+            entry[side] = names
+        signatures.append(entry)
+    metadata = {item.string(0): item.scalar(1, "<I") for item in root.tables(6)}
+    return TFLiteModel(path=path, size_bytes=len(content), version=root.scalar(0, "<I"),
+                       description=root.string(3), opcodes=opcodes, subgraphs=subgraphs, buffers=buffers,
+                       signatures=signatures, metadata=metadata)
+
+
+def _read_subgraph(fb, index, graph, opcodes, buffers, type_names):
+    tensors = []
+    for number, tensor in enumerate(graph.tables(0)):
+        buffer = tensor.scalar(2, "<I")
+        if buffer >= max(len(buffers), 1):
+            fb.fail(f"tensor {number} of subgraph {index} uses buffer {buffer} of {len(buffers)}")
+        code = tensor.scalar(1, "<b")
+        shape = tensor.numbers(0, "i")
+        signature = tensor.numbers(7, "i") or list(shape)
+        quant = tensor.table(4)
+        quantization = {"scales": 0, "zero_points": 0, "scale": None, "zero_point": None, "dimension": 0}
+        if quant is not None:
+            scales, zeros = quant.numbers(2, "f"), quant.numbers(3, "q")
+            quantization = {"scales": len(scales), "zero_points": len(zeros),
+                            "scale": scales[0] if scales else None, "zero_point": zeros[0] if zeros else None,
+                            "dimension": quant.scalar(6, "<i")}
+        tensors.append({
+            "index": number, "name": tensor.string(3), "dtype": type_names.get(code, f"type_{code}"),
+            "shape": shape, "shape_signature": signature, "buffer": buffer,
+            "constant": buffer < len(buffers) and buffers[buffer][1] > 0, "quantization": quantization,
+            "variable": bool(tensor.scalar(5, "<B")), "sparse": tensor.table(6) is not None,
+        })
+    count = len(tensors)
+
+    def indices(values, what, allow_missing=False):
+        for value in values:
+            if not (-1 if allow_missing else 0) <= value < count:
+                fb.fail(f"{what} of subgraph {index} refers to tensor {value} of {count}")
+        return values
+
+    operators = []
+    for number, op in enumerate(graph.tables(3)):
+        opcode = op.scalar(0, "<I")
+        if opcode >= len(opcodes):
+            fb.fail(f"operator {number} of subgraph {index} uses operator code {opcode} of {len(opcodes)}")
+        operators.append({
+            "opcode": opcode, "inputs": indices(op.numbers(1, "i"), f"operator {number}", True),
+            "outputs": indices(op.numbers(2, "i"), f"operator {number}", True),
+            "options_type": op.scalar(3, "<B"), "custom_options_bytes": op.byte_range(5)[1],
+        })
+    return {"index": index, "name": graph.string(4), "tensors": tensors,
+            "inputs": indices(graph.numbers(1, "i"), "inputs"), "outputs": indices(graph.numbers(2, "i"), "outputs"),
+            "operators": operators}
+
+
+# ---- the graph's nodes ---------------------------------------------------------------------------
+
 @dataclasses.dataclass
 class OpInfo:
-    """One node of the graph as written: index, op type, tensor dtypes and shapes, delegation."""
+    """One node of the graph as written: index, op type, tensor dtypes and shapes, delegation.
+
+    ``custom`` marks a custom op (``op`` is then its name); ``subgraph`` is the subgraph the node
+    belongs to (``index`` counts within it); ``dynamic`` marks a node touching a tensor with a
+    dynamic dimension (-1 in its shape signature; ``*_shapes`` hold the shapes as allocated).
+    """
 
     index: int
     op: str
@@ -34,6 +315,9 @@ class OpInfo:
     outputs: list
     xnnpack: bool = False
     constants: dict = dataclasses.field(default_factory=dict)
+    custom: bool = False
+    subgraph: int = 0
+    dynamic: bool = False
 
     @property
     def dtype(self):
@@ -44,22 +328,222 @@ class OpInfo:
         return self.output_dtypes[0] if self.output_dtypes else "?"
 
 
+_CONSTANT_ARGUMENTS = {"MEAN": "axes", "SUM": "axes", "REDUCE_MAX": "axes", "REDUCE_MIN": "axes",
+                       "REDUCE_PROD": "axes", "PAD": "paddings", "PADV2": "paddings"}
+
+
+def _op_constants(model, content, graph, name, inputs):
+    """The constant argument the Edge TPU limits depend on (reduction axes, paddings), from its buffer."""
+    key = _CONSTANT_ARGUMENTS.get(name)
+    if key is None or len(inputs) < 2 or inputs[1] < 0:
+        return {}
+    tensor = graph["tensors"][inputs[1]]
+    dtype = {"int32": "<i4", "int64": "<i8"}.get(tensor["dtype"])
+    data = model.buffer_bytes(content, tensor["buffer"]) if tensor["constant"] else b""
+    if dtype is None or not data or len(data) % np.dtype(dtype).itemsize or len(data) > 4096:
+        return {}
+    return {key: [int(v) for v in np.frombuffer(data, dtype)]}
+
+
+def _graph_ops(model, content):
+    """Every node of every subgraph as :class:`OpInfo` (no delegation yet)."""
+    ops = []
+    for graph in model.subgraphs:
+        tensors = graph["tensors"]
+        for number, node in enumerate(graph["operators"]):
+            code = model.opcodes[node["opcode"]]
+            ins = [t for t in node["inputs"] if t >= 0]
+            outs = [t for t in node["outputs"] if t >= 0]
+            touched = [tensors[t] for t in ins + outs]
+            ops.append(OpInfo(
+                index=number, op=code["name"],
+                input_dtypes=[tensors[t]["dtype"] for t in ins], output_dtypes=[tensors[t]["dtype"] for t in outs],
+                input_shapes=[list(tensors[t]["shape"]) for t in ins],
+                output_shapes=[list(tensors[t]["shape"]) for t in outs],
+                inputs=ins, outputs=outs, constants=_op_constants(model, content, graph, code["name"], ins),
+                custom=code["custom"], subgraph=graph["index"],
+                dynamic=any(-1 in t["shape_signature"] for t in touched if not t["constant"]),
+            ))
+    return ops
+
+
+def read_ops(model_content, *, with_xnnpack=True):
+    """Lists the graph's nodes (every subgraph) as :class:`OpInfo`, marking those XNNPACK takes.
+
+    Args:
+        model_content: bytes of a ``.tflite`` file.
+        with_xnnpack: bool. Also load with the default delegate (in a child process) to find
+            the delegated nodes of the primary subgraph. Defaults to `True`.
+    """
+    model = read_tflite(model_content)
+    ops = _graph_ops(model, model_content)
+    if with_xnnpack:
+        _mark_delegated(ops, _probe_runtime(model_content))
+    return ops
+
+
+def _mark_delegated(ops, probe):
+    runs = (probe or {}).get("xnnpack") or {}
+    if not runs.get("ok"):
+        return
+    primary = [op for op in ops if op.subgraph == 0]
+    delegated = _delegated_nodes(runs["ops"], len(primary))
+    for op in primary:
+        op.xnnpack = op.index in delegated
+
+
+# ---- how LiteRT runs it: a child process ---------------------------------------------------------
+
+def _interpreter_class():
+    from keras_visrec.tflite.runtime import interpreter_backend
+
+    return interpreter_backend()[1]
+
+
+def _resolver_types():
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+    except ImportError:
+        try:
+            from tensorflow.lite.python.interpreter import OpResolverType
+        except ImportError:  # tflite_runtime: no resolver choice, XNNPACK coverage unknown
+            return {}
+    return {
+        "plain": {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES},
+        "default": {"experimental_op_resolver_type": OpResolverType.AUTO},
+    }
+
+
+# Loads the file twice — builtin kernels only, then with the default delegates — and prints one
+# JSON line after each, so a runtime that aborts on the second still leaves the first.
+_PROBE = """
+import json, sys
+from {module} import Interpreter, OpResolverType
+for stage, resolver in (("builtin", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+                        ("xnnpack", OpResolverType.AUTO)):
+    try:
+        interpreter = Interpreter(model_path=sys.argv[1], num_threads=1, experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+        ops = [[d["op_name"], [int(t) for t in d["inputs"]], [int(t) for t in d["outputs"]]]
+               for d in interpreter._get_ops_details()]
+        print(json.dumps({{"stage": stage, "ok": True, "ops": ops}}), flush=True)
+    except Exception as error:
+        print(json.dumps({{"stage": stage, "ok": False, "error": str(error).strip()[:2000]}}), flush=True)
+"""
+
+
+def _probe_runtime(model_content, timeout=600):
+    """``{"builtin": {...}, "xnnpack": {...}}`` from loading the file in a child process, or None.
+
+    Each stage holds ``ok`` and either ``ops`` (the interpreter's nodes, delegate nodes last) or
+    ``error``. XNNPACK runs in a child because on some graphs it aborts the process while
+    preparing (seen with uint8 graphs holding 1e-6 layer scales), which no ``try`` can catch; a
+    stage missing from the output is reported as such. None without a runtime that can choose
+    its op resolver (``tflite_runtime``).
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    if not _resolver_types():
+        return None
+    module = _interpreter_class().__module__
+    with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as handle:
+        handle.write(model_content)
+    try:
+        result = subprocess.run([sys.executable, "-c", _PROBE.format(module=module), handle.name],
+                                capture_output=True, text=True, timeout=timeout, check=False)
+        output, code = result.stdout, result.returncode
+    except subprocess.TimeoutExpired:
+        output, code = "", "timeout"
+    finally:
+        os.remove(handle.name)
+    stages = {}
+    for line in output.splitlines():
+        if line.startswith("{"):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            stages[entry.pop("stage", "?")] = entry
+    for stage in ("builtin", "xnnpack"):
+        stages.setdefault(stage, {"ok": False, "error": f"the runtime ended the process while preparing the graph "
+                                                          f"(exit status {code})"})
+    return stages
+
+
+def _delegated_nodes(details, count):
+    """Indices of original nodes replaced by delegate nodes (walk back from each delegate's outputs)."""
+    details = [{"index": i, "op_name": name, "inputs": ins, "outputs": outs}
+               for i, (name, ins, outs) in enumerate(details)]
+    producer = {}
+    for node in details[:count]:
+        for tensor in node["outputs"]:
+            producer[int(tensor)] = node
+    delegated = set()
+    for node in details[count:]:
+        if node["op_name"] != _DELEGATE_NODE:
+            continue
+        boundary = {int(t) for t in node["inputs"]}
+        stack = [int(t) for t in node["outputs"]]
+        seen = set()
+        while stack:
+            tensor = stack.pop()
+            if tensor in seen or tensor in boundary:
+                continue
+            seen.add(tensor)
+            source = producer.get(tensor)
+            if source is None or int(source["index"]) in delegated:
+                continue
+            delegated.add(int(source["index"]))
+            stack.extend(int(t) for t in source["inputs"] if t >= 0)
+    return delegated
+
+
+def kernel_table(ops):
+    """op type -> {"count", "xnnpack", "builtin", "dtypes"}."""
+    table = {}
+    for op in ops:
+        row = table.setdefault(op.op, {"count": 0, "xnnpack": 0, "builtin": 0, "dtypes": []})
+        row["count"] += 1
+        row["xnnpack" if op.xnnpack else "builtin"] += 1
+        if op.dtype not in row["dtypes"]:
+            row["dtypes"].append(op.dtype)
+    return table
+
+
+# ---- the report ----------------------------------------------------------------------------------
+
 @dataclasses.dataclass
 class ExportReport:
-    """What :func:`keras_visrec.export_tflite` produced; printable (``str``) and JSON (``to_json``).
+    """What :func:`keras_visrec.export_tflite` produced or :func:`analyze_tflite` found; printable and JSON.
 
     Attributes:
-        path: the written ``.tflite`` file. size_bytes: its size.
-        quantization, target: as requested. input_dtype, output_dtype: the model's I/O types.
-        ops: list of :class:`OpInfo`. op_histogram: op type -> count.
+        path: the ``.tflite`` file. size_bytes: its size.
+        quantization, target: as requested (``analyze_tflite`` fills ``quantization`` with the
+            scheme it detects when not told: ``fp32``, ``fp16``, ``dynamic``, ``int8`` or ``16x8``).
+        input_dtype, output_dtype: the primary subgraph's first input / output types.
+        ops: list of :class:`OpInfo` (every subgraph). op_histogram: op type -> count.
         kernels: op type -> {"count", "xnnpack", "builtin", "dtypes"} (how each op type ran).
-        xnnpack_fraction: share of nodes XNNPACK took.
+        xnnpack_fraction: share of the primary subgraph's nodes XNNPACK took.
         agreement: comparison with the Keras model (max_abs_diff, top1_agreement, samples …).
         folds: exact folds applied. lowered: how each Keras layer type was emitted.
         edgetpu: the Edge TPU compatibility report (target="edgetpu"), else None.
         compiler: the parsed ``edgetpu_compiler`` log when it ran, else None.
-        problems: things worth a look (e.g. float ops left in an int8 model).
+        problems: things worth a look (e.g. float ops left in an int8 model, a custom op no
+            kernel here provides). notes: facts about the file worth knowing.
         precision: where the graph was kept in higher precision and why.
+        xnnpack_refused: the builtin kernels run the graph but XNNPACK takes none of it.
+        inputs, outputs: the primary subgraph's tensors (``name``, ``dtype``, ``shape``,
+            ``shape_signature`` with -1 for dynamic dimensions, ``scale``, ``zero_point``).
+        signatures: ``key``, ``subgraph``, ``inputs`` / ``outputs`` (name -> dtype and shape).
+        subgraphs: ``index``, ``name``, ``nodes`` of every subgraph.
+        custom_ops: one dict per custom op: ``op``, ``count``, ``xnnpack`` / ``builtin`` /
+            ``edgetpu`` (which runtime has its kernel, from ``edgetpu_ops.json``), ``delegated``
+            (nodes XNNPACK took here, None when not measured), ``origin``.
+        tensor_dtypes: ``{"activations": {dtype: count}, "constants": {dtype: count}}``.
+        dynamic: some input has a dynamic dimension.
+        runtime: how LiteRT prepared the file here: ``{"builtin": ok or error, "xnnpack": …}``.
     """
 
     path: str
@@ -80,6 +564,15 @@ class ExportReport:
     problems: list = dataclasses.field(default_factory=list)
     precision: list = dataclasses.field(default_factory=list)
     xnnpack_refused: bool = False
+    inputs: list = dataclasses.field(default_factory=list)
+    outputs: list = dataclasses.field(default_factory=list)
+    signatures: list = dataclasses.field(default_factory=list)
+    subgraphs: list = dataclasses.field(default_factory=list)
+    custom_ops: list = dataclasses.field(default_factory=list)
+    tensor_dtypes: dict = dataclasses.field(default_factory=dict)
+    dynamic: bool = False
+    runtime: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
 
     def to_dict(self):
         data = dataclasses.asdict(self)
@@ -102,12 +595,26 @@ class ExportReport:
             f"io={self.input_dtype}->{self.output_dtype}",
             f"  nodes={len(self.ops)} on XNNPACK={self.xnnpack_fraction:.0%}",
         ]
+        if len(self.subgraphs) > 1 or self.signatures:
+            lines.append("  subgraphs: " + ", ".join(f"#{g['index']} {g['name'] or '?'} ({g['nodes']} nodes)"
+                                                     for g in self.subgraphs))
+            for signature in self.signatures:
+                ins = ", ".join(f"{name} {v['dtype']}{v['shape']}" for name, v in signature["inputs"].items())
+                outs = ", ".join(f"{name} {v['dtype']}{v['shape']}" for name, v in signature["outputs"].items())
+                lines.append(f"  signature {signature['key']!r} (subgraph {signature['subgraph']}): {ins} -> {outs}")
+        for tensor in self.inputs:
+            if -1 in tensor["shape_signature"]:
+                lines.append(f"  dynamic input {tensor['name']}: {tensor['shape_signature']} (-1 = any size)")
         if self.agreement:
             lines.append("  agreement with Keras: " + ", ".join(f"{k}={_fmt(v)}" for k, v in self.agreement.items()))
         lines.append("  op type                    count  xnnpack  builtin  dtypes")
         for op, row in sorted(self.kernels.items(), key=lambda item: -item[1]["count"]):
             lines.append(f"  {op:<26} {row['count']:>5}  {row['xnnpack']:>7}  {row['builtin']:>7}  "
                          f"{','.join(row['dtypes'])}")
+        for custom in self.custom_ops:
+            where = [name for name in ("xnnpack", "builtin", "edgetpu") if custom[name]] or ["no runtime listed"]
+            lines.append(f"  custom op {custom['op']} x{custom['count']}: kernel in {', '.join(where)} "
+                         f"({custom['origin']})")
         if self.folds:
             kinds = {}
             for fold in self.folds:
@@ -116,6 +623,8 @@ class ExportReport:
             lines.append("  exact folds: " + ", ".join(f"{count}x {kind}" for kind, count in kinds.items()))
         for note in self.precision:
             lines.append(f"  precision: {note}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
         for problem in self.problems:
             lines.append(f"  problem: {problem}")
         if self.edgetpu is not None:
@@ -141,177 +650,143 @@ def _json_default(value):
     return str(value)
 
 
-def _interpreter_class():
-    from keras_visrec.tflite.runtime import interpreter_backend
+def _tensor_summary(tensor):
+    quant = tensor["quantization"]
+    return {"name": tensor["name"], "dtype": tensor["dtype"], "shape": list(tensor["shape"]),
+            "shape_signature": list(tensor["shape_signature"]), "scale": quant["scale"],
+            "zero_point": quant["zero_point"]}
 
-    return interpreter_backend()[1]
+
+_INDEX_DTYPES = ("int32", "int64", "bool", "string", "resource", "variant")
 
 
-def read_ops(model_content, *, with_xnnpack=True):
-    """Lists the graph's nodes as :class:`OpInfo`, marking those the XNNPACK delegate takes.
+def _detect_quantization(activations, constants):
+    """The export scheme a graph's tensor dtypes imply (the names ``export_tflite`` takes, plus ``16x8``)."""
+    if "int16" in activations and ("int8" in constants or not constants):
+        return "16x8"
+    if set(activations) & {"int8", "uint8"}:
+        return "int8"
+    if "float16" in constants:
+        return "fp16"
+    if set(constants) & {"int8", "uint8"}:
+        return "dynamic"
+    return "fp32"
+
+
+def _unresolved(stage):
+    error = (stage or {}).get("error", "")
+    marker = "unresolved custom op: "
+    if marker not in error:
+        return None
+    return error.split(marker, 1)[1].split(".")[0].split("\n")[0].strip()
+
+
+def analyze_tflite(path, *, quantization="?", target="?", model_content=None, runtime=True):
+    """Builds an :class:`ExportReport` (without the Keras agreement) for any ``.tflite`` file.
 
     Args:
-        model_content: bytes of a ``.tflite`` file.
-        with_xnnpack: bool. Also load with the default delegate to find delegated nodes.
-            Defaults to `True`.
+        path: str or path-like. The file (also the name used in the report).
+        quantization: str. The scheme it was exported with; ``"?"`` reports the detected one.
+        target: str. The target it was exported for. Defaults to `"?"`.
+        model_content: bytes or None. The file's bytes, when already read.
+        runtime: bool. Also load it with LiteRT (in a child process) to find which nodes the
+            builtin kernels and XNNPACK take. Defaults to `True`; False analyses the file alone.
+
+    Raises:
+        FileNotFoundError: no such file. TFLiteFileError: not a well-formed TFLite flatbuffer.
     """
-    interpreter_cls, resolver = _interpreter_class(), _resolver_types()
-    plain = interpreter_cls(model_content=model_content, **resolver.get("plain", {}))
-    plain.allocate_tensors()
-    ops = []
-    tensors = {t["index"]: t for t in plain.get_tensor_details()}
-    for details in plain._get_ops_details():
-        ins = [int(i) for i in details["inputs"] if i >= 0]
-        outs = [int(i) for i in details["outputs"] if i >= 0]
-        ops.append(OpInfo(
-            index=int(details["index"]), op=details["op_name"],
-            input_dtypes=[_dtype_name(tensors[i]["dtype"]) for i in ins if i in tensors],
-            output_dtypes=[_dtype_name(tensors[i]["dtype"]) for i in outs if i in tensors],
-            input_shapes=[[int(d) for d in tensors[i]["shape"]] for i in ins if i in tensors],
-            output_shapes=[[int(d) for d in tensors[i]["shape"]] for i in outs if i in tensors],
-            inputs=ins, outputs=outs, constants=_op_constants(plain, details["op_name"], ins),
-        ))
-    if with_xnnpack and resolver:
-        delegated = _xnnpack_nodes(model_content, interpreter_cls, resolver["default"], len(ops))
-        for op in ops:
-            op.xnnpack = delegated is not None and op.index in delegated
-    return ops
+    from keras_visrec.tflite.edgetpu import custom_op_support
 
-
-_CONSTANT_ARGUMENTS = {"MEAN": "axes", "SUM": "axes", "REDUCE_MAX": "axes", "REDUCE_MIN": "axes",
-                       "REDUCE_PROD": "axes", "PAD": "paddings", "PADV2": "paddings"}
-
-
-def _op_constants(interpreter, op_name, inputs):
-    """Reads the constant argument the Edge TPU limits depend on (reduction axes, paddings)."""
-    key = _CONSTANT_ARGUMENTS.get(op_name)
-    if key is None or len(inputs) < 2:
-        return {}
-    try:
-        value = interpreter.get_tensor(inputs[1])
-    except ValueError:
-        return {}
-    return {key: [int(v) for v in np.asarray(value).reshape(-1)]}
-
-
-def _resolver_types():
-    try:
-        from ai_edge_litert.interpreter import OpResolverType
-    except ImportError:
-        try:
-            from tensorflow.lite.python.interpreter import OpResolverType
-        except ImportError:  # tflite_runtime: no resolver choice, XNNPACK coverage unknown
-            return {}
-    return {
-        "plain": {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES},
-        "default": {"experimental_op_resolver_type": OpResolverType.AUTO},
-    }
-
-
-_PROBE = """
-import json, sys
-from {module} import Interpreter, OpResolverType
-interpreter = Interpreter(model_path=sys.argv[1], num_threads=1,
-                          experimental_op_resolver_type=OpResolverType.AUTO)
-interpreter.allocate_tensors()
-print(json.dumps([[d["op_name"], [int(t) for t in d["inputs"]], [int(t) for t in d["outputs"]]]
-                  for d in interpreter._get_ops_details()]))
-"""
-
-
-def _xnnpack_nodes(model_content, interpreter_cls, kwargs, count):
-    """Indices of original nodes replaced by delegate nodes (walk back from each delegate's outputs).
-
-    XNNPACK is applied in a child process: on some graphs it aborts the process while preparing
-    (seen with uint8 graphs holding 1e-6 layer scales), which no ``try`` can catch. Returns
-    None when it could not take the graph.
-    """
-    import subprocess
-    import sys
-    import tempfile
-
-    module = interpreter_cls.__module__
-    with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as handle:
-        handle.write(model_content)
-    try:
-        result = subprocess.run([sys.executable, "-c", _PROBE.format(module=module), handle.name],
-                                capture_output=True, text=True, timeout=600, check=False)
-    finally:
-        os.remove(handle.name)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
-    if result.returncode != 0 or not lines:
-        return None
-    details = [{"index": i, "op_name": name, "inputs": ins, "outputs": outs}
-               for i, (name, ins, outs) in enumerate(json.loads(lines[-1]))]
-    producer = {}
-    for node in details[:count]:
-        for tensor in node["outputs"]:
-            producer[int(tensor)] = node
-    delegated = set()
-    for node in details[count:]:
-        if node["op_name"] != _DELEGATE_NODE:
-            continue
-        boundary = {int(t) for t in node["inputs"]}
-        stack = [int(t) for t in node["outputs"]]
-        seen = set()
-        while stack:
-            tensor = stack.pop()
-            if tensor in seen or tensor in boundary:
-                continue
-            seen.add(tensor)
-            source = producer.get(tensor)
-            if source is None or int(source["index"]) in delegated:
-                continue
-            delegated.add(int(source["index"]))
-            stack.extend(int(t) for t in source["inputs"] if t >= 0)
-    return delegated
-
-
-def _dtype_name(dtype):
-    return np.dtype(dtype).name
-
-
-def kernel_table(ops):
-    """op type -> {"count", "xnnpack", "builtin", "dtypes"}."""
-    table = {}
-    for op in ops:
-        row = table.setdefault(op.op, {"count": 0, "xnnpack": 0, "builtin": 0, "dtypes": []})
-        row["count"] += 1
-        row["xnnpack" if op.xnnpack else "builtin"] += 1
-        if op.dtype not in row["dtypes"]:
-            row["dtypes"].append(op.dtype)
-    return table
-
-
-def analyze_tflite(path, *, quantization="?", target="?", model_content=None):
-    """Builds an :class:`ExportReport` (without the Keras agreement) for a ``.tflite`` file."""
     if model_content is None:
+        if not os.path.isfile(os.fspath(path)):
+            raise FileNotFoundError(f"TFLite model file not found: {os.fspath(path)!r}.")
         with open(path, "rb") as handle:
             model_content = handle.read()
-    ops = read_ops(model_content)
+    model = read_tflite(model_content, path=os.fspath(path))
+    ops = _graph_ops(model, model_content)
+    probe = _probe_runtime(model_content) if runtime else None
+    _mark_delegated(ops, probe)
+    primary = [op for op in ops if op.subgraph == 0]
     histogram = {}
     for op in ops:
         histogram[op.op] = histogram.get(op.op, 0) + 1
-    interpreter = _interpreter_class()(model_content=model_content)
-    input_dtype = _dtype_name(interpreter.get_input_details()[0]["dtype"])
-    output_dtype = _dtype_name(interpreter.get_output_details()[0]["dtype"])
+    main = model.subgraphs[0] if model.subgraphs else {"tensors": [], "inputs": [], "outputs": []}
+    inputs = [_tensor_summary(main["tensors"][t]) for t in main["inputs"]]
+    outputs = [_tensor_summary(main["tensors"][t]) for t in main["outputs"]]
+    activations, constants = {}, {}
+    for graph in model.subgraphs:
+        for tensor in graph["tensors"]:
+            if tensor["dtype"] in _INDEX_DTYPES:
+                continue
+            side = constants if tensor["constant"] else activations
+            side[tensor["dtype"]] = side.get(tensor["dtype"], 0) + 1
+    detected = _detect_quantization(activations, constants)
     report = ExportReport(
-        path=os.fspath(path), size_bytes=len(model_content), quantization=quantization, target=target,
-        input_dtype=input_dtype, output_dtype=output_dtype, ops=ops,
-        op_histogram=dict(sorted(histogram.items(), key=lambda item: -item[1])),
+        path=os.fspath(path), size_bytes=len(model_content),
+        quantization=detected if quantization == "?" else quantization, target=target,
+        input_dtype=inputs[0]["dtype"] if inputs else "none", output_dtype=outputs[0]["dtype"] if outputs else "none",
+        ops=ops, op_histogram=dict(sorted(histogram.items(), key=lambda item: -item[1])),
         kernels=kernel_table(ops),
-        xnnpack_fraction=float(np.mean([op.xnnpack for op in ops])) if ops else 0.0,
+        xnnpack_fraction=float(np.mean([op.xnnpack for op in primary])) if primary else 0.0,
+        inputs=inputs, outputs=outputs,
+        subgraphs=[{"index": g["index"], "name": g["name"], "nodes": len(g["operators"])} for g in model.subgraphs],
+        signatures=[_signature_summary(model, s) for s in model.signatures],
+        tensor_dtypes={"activations": activations, "constants": constants},
+        dynamic=any(-1 in t["shape_signature"] for t in inputs),
+        runtime={stage: ("ok" if entry["ok"] else entry["error"]) for stage, entry in (probe or {}).items()},
     )
-    if ops and not any(op.xnnpack for op in ops) and _resolver_types():
-        report.xnnpack_refused = True
-        report.problems.append("XNNPACK takes no node of this graph (it refused or aborted while preparing it); "
-                               "load it with load_tflite(..., xnnpack=False) to run on builtin kernels")
+    for name in model.custom_ops:
+        support = custom_op_support(name)
+        nodes = [op for op in ops if op.custom and op.op == name]
+        measured = sum(op.xnnpack for op in nodes) if probe and probe["xnnpack"]["ok"] else None
+        report.custom_ops.append({"op": name, "count": len(nodes), "xnnpack": support["xnnpack"],
+                                  "builtin": support["builtin"], "edgetpu": support["edgetpu"],
+                                  "delegated": measured, "origin": support["origin"], "known": support["known"]})
+    _add_findings(report, probe, quantization, primary, model)
+    return report
+
+
+def _signature_summary(model, signature):
+    tensors = model.subgraphs[signature["subgraph"]]["tensors"]
+
+    def side(names):
+        return {name: {"dtype": tensors[t]["dtype"], "shape": list(tensors[t]["shape_signature"])}
+                for name, t in names.items()}
+
+    return {"key": signature["key"], "subgraph": signature["subgraph"], "inputs": side(signature["inputs"]),
+            "outputs": side(signature["outputs"])}
+
+
+def _add_findings(report, probe, quantization, primary, model):
+    """Problems and notes: what cannot run here, what runs slowly, what the report cannot see."""
+    if probe is not None:
+        builtin, xnnpack = probe["builtin"], probe["xnnpack"]
+        missing = {_unresolved(builtin), _unresolved(xnnpack)} - {None}
+        for name in sorted(missing):
+            only_xnnpack = xnnpack["ok"] and _unresolved(builtin) == name
+            report.problems.append(
+                f"custom op {name}: no builtin kernel here"
+                + ("; it runs only through XNNPACK, so load_tflite(..., xnnpack=False) cannot run this file"
+                   if only_xnnpack else "; register its kernel with the interpreter to run this file"))
+        for stage, entry in (("builtin kernels", builtin), ("XNNPACK", xnnpack)):
+            if not entry["ok"] and _unresolved(entry) is None:
+                report.problems.append(f"LiteRT could not prepare the graph with {stage}: "
+                                       f"{entry['error'].splitlines()[0][:300] if entry['error'] else '?'}")
+        if primary and builtin["ok"] and not any(op.xnnpack for op in primary):
+            report.xnnpack_refused = True
+            report.problems.append("XNNPACK takes no node of this graph (it refused or aborted while preparing it); "
+                                   "load it with load_tflite(..., xnnpack=False) to run on builtin kernels")
+    if len([g for g in model.subgraphs if g["operators"]]) > 1:
+        report.notes.append(f"{len(model.subgraphs)} subgraphs: LiteRT reports XNNPACK delegation for the primary "
+                            f"subgraph only (the others are listed with builtin=all)")
+    if report.dynamic:
+        report.notes.append("dynamic input dimensions: resize the input before allocating to fix them "
+                            "(XNNPACK plans for the allocated shape; the Edge TPU needs static shapes)")
     if quantization == "int8":
-        floats = sorted({op.op for op in ops if op.dtype == "float32" and op.op not in ("QUANTIZE", "DEQUANTIZE")})
+        floats = sorted({op.op for op in report.ops if op.dtype == "float32" and op.op not in ("QUANTIZE", "DEQUANTIZE")})
         if floats:
             report.problems.append(f"float32 ops left in an int8 model: {', '.join(floats)}")
-    slow = sorted({op.op for op in ops if not op.xnnpack and op.dtype in ("int8", "uint8")})
-    if slow and _resolver_types():
+    slow = sorted({op.op for op in primary if not op.xnnpack and op.dtype in ("int8", "uint8", "int16")})
+    if slow and probe is not None and probe["xnnpack"]["ok"]:
         report.problems.append(
             "integer ops not taken by XNNPACK (run on builtin kernels): " + ", ".join(slow))
-    return report

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["BACKENDS", "TFLiteRunner", "edgetpu_library_name", "interpreter_backend", "load_tflite"]
+__all__ = ["BACKENDS", "TFLiteRunner", "edgetpu_library_name", "interpreter_backend", "load_tflite", "random_input"]
 
 BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 _MODULES = {
@@ -68,12 +68,19 @@ class TFLiteRunner:
         self.edgetpu = edgetpu
         self.num_threads = num_threads
         self.xnnpack = xnnpack
-        self.input_details = interpreter.get_input_details()
-        self.output_details = interpreter.get_output_details()
         try:
             self.signatures = sorted(interpreter.get_signature_list())
         except (AttributeError, ValueError):
             self.signatures = []
+
+    @property
+    def input_details(self):
+        """LiteRT's input details, read fresh (a signature call or a dynamic input may have resized them)."""
+        return self.interpreter.get_input_details()
+
+    @property
+    def output_details(self):
+        return self.interpreter.get_output_details()
 
     @property
     def input_shape(self):
@@ -98,8 +105,10 @@ class TFLiteRunner:
         if signature is not None:
             return self._predict_signature(x, signature)
         detail = self.input_details[0]
-        x = self._as_batch(x, tuple(detail["shape"]), "x")
+        x = self._as_batch(x, detail, "x")
+        detail = self._fit_dynamic(detail, x)
         batch = int(detail["shape"][0])
+        outputs = self.output_details
         chunks = []
         for start in range(0, len(x), batch):
             part = x[start:start + batch]
@@ -108,21 +117,34 @@ class TFLiteRunner:
                 part = np.concatenate([part, np.repeat(part[-1:], batch - real, axis=0)])
             self.interpreter.set_tensor(detail["index"], _quantize(part, detail))
             self.interpreter.invoke()
-            outs = [_dequantize(self.interpreter.get_tensor(d["index"]), d) for d in self.output_details]
+            outs = [_dequantize(self.interpreter.get_tensor(d["index"]), d) for d in outputs]
             chunks.append([o[:real] for o in outs])
-        results = [np.concatenate([c[i] for c in chunks]) for i in range(len(self.output_details))]
+        results = [np.concatenate([c[i] for c in chunks]) for i in range(len(outputs))]
         return results[0] if len(results) == 1 else results
 
-    def _as_batch(self, x, shape, name):
+    def _as_batch(self, x, detail, name):
+        """``x`` as a float32 batch whose dimensions fit the input (dynamic ones, -1, fit any size)."""
+        shape = tuple(int(d) for d in detail["shape"])
+        signature = tuple(int(d) for d in detail.get("shape_signature", shape)) or shape
         x = np.asarray(x)
         if x.ndim == len(shape) - 1:
             x = x[None]
-        if x.ndim != len(shape) or tuple(x.shape[1:]) != tuple(shape[1:]):
-            raise ValueError(f"`{name}` must have shape (N, {', '.join(str(d) for d in shape[1:])}) for "
+        if x.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(signature[1:], x.shape[1:])):
+            wanted = ", ".join("?" if d == -1 else str(d) for d in signature[1:])
+            raise ValueError(f"`{name}` must have shape (N, {wanted}) for "
                              f"{os.path.basename(self.path)}; received shape {x.shape}.")
         if not np.issubdtype(x.dtype, np.number):
             raise TypeError(f"`{name}` must be numeric; received dtype {x.dtype}.")
         return x.astype("float32")
+
+    def _fit_dynamic(self, detail, x):
+        """Resizes a dynamic input (-1 in its shape signature) to ``x``'s shape; returns the fresh detail."""
+        signature = [int(d) for d in detail.get("shape_signature", [])]
+        if -1 not in signature or tuple(detail["shape"]) == tuple(x.shape):
+            return detail
+        self.interpreter.resize_tensor_input(detail["index"], list(x.shape))
+        self.interpreter.allocate_tensors()
+        return next(d for d in self.input_details if d["index"] == detail["index"])
 
     def _predict_signature(self, x, signature):
         if signature not in self.signatures:
@@ -138,7 +160,7 @@ class TFLiteRunner:
         for name, detail in inputs.items():
             if name not in x:
                 raise ValueError(f"Signature {signature!r} needs input {name!r}; received {sorted(x)}.")
-            feeds[name] = _quantize(self._as_batch(x[name], tuple(detail["shape"]), name), detail)
+            feeds[name] = _quantize(self._as_batch(x[name], detail, name), detail)
         result = runner(**feeds)
         result = {name: _dequantize(value, outputs[name]) for name, value in result.items()}
         return next(iter(result.values())) if len(result) == 1 else result
@@ -147,7 +169,8 @@ class TFLiteRunner:
         """Times single invocations; returns latency statistics in milliseconds.
 
         Args:
-            x: optional input batch (random 0–255 values of the input shape when `None`).
+            x: optional input batch for a single-input model; `None` fills every input with
+                random values of its shape and dtype (0–255 for float and 8-bit inputs).
             warmup: int. Untimed runs first. Defaults to `3`.
             runs: int. Timed runs. Defaults to `30`.
 
@@ -157,11 +180,21 @@ class TFLiteRunner:
         if not isinstance(runs, int) or runs < 1 or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"`runs` must be an int >= 1 and `warmup` an int >= 0; received runs={runs!r}, "
                              f"warmup={warmup!r}.")
-        detail = self.input_details[0]
         if x is None:
-            x = np.random.default_rng(0).uniform(0, 255, detail["shape"]).astype("float32")
-        x = self._as_batch(x, tuple(detail["shape"]), "x")[: int(detail["shape"][0])]
-        self.interpreter.set_tensor(detail["index"], _quantize(x, detail))
+            rng = np.random.default_rng(0)
+            for detail in self.input_details:
+                self.interpreter.set_tensor(detail["index"], random_input(detail["dtype"], detail["shape"], rng))
+        else:
+            if len(self.input_details) != 1:
+                raise ValueError(f"{os.path.basename(self.path)} has {len(self.input_details)} inputs; pass x=None "
+                                 "to benchmark it on random inputs.")
+            detail = self.input_details[0]
+            x = self._as_batch(x, detail, "x")
+            if -1 in [int(d) for d in detail.get("shape_signature", [])]:
+                detail = self._fit_dynamic(detail, x)
+            else:
+                x = x[: int(detail["shape"][0])]
+            self.interpreter.set_tensor(detail["index"], _quantize(x, detail))
         for _ in range(warmup):
             self.interpreter.invoke()
         times = []
@@ -176,6 +209,20 @@ class TFLiteRunner:
             "min_ms": float(times.min()), "runs": runs, "backend": self.backend,
             "num_threads": self.num_threads,
         }
+
+
+def random_input(dtype, shape, rng):
+    """Random values of ``dtype`` and ``shape`` for timing: 0–255 for floats and 8-bit types, bools, ints."""
+    dtype = np.dtype(dtype)
+    shape = [int(d) for d in shape]
+    if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
+        return rng.uniform(0, 255, shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 255) + 1, shape).astype(dtype)
+    raise TypeError(f"cannot make random input of dtype {dtype} (string / resource inputs need real data).")
 
 
 def _quantize(x, detail):
@@ -214,6 +261,11 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None, xnnpack=
     Returns:
         A :class:`TFLiteRunner` with `predict(x)` and `benchmark()`.
 
+    Raises:
+        FileNotFoundError: no such file. TFLiteFileError (a ValueError): not a well-formed
+            TFLite flatbuffer. RuntimeError: the runtime cannot prepare the graph (the message
+            names custom ops no kernel here provides).
+
     Examples:
 
     >>> runner = keras_visrec.load_tflite("model_int8.tflite", num_threads=2)
@@ -226,6 +278,7 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None, xnnpack=
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise ValueError(f"`num_threads` must be a positive int or None; received num_threads={num_threads!r}.")
     name, interpreter_cls, load_delegate = interpreter_backend(backend)
+    _check_structure(path)
     delegates = []
     if edgetpu:
         library = edgetpu_library_name()
@@ -255,7 +308,8 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None, xnnpack=
         # run on the builtin kernels instead of failing.
         plain = _without_default_delegates(name)
         if delegates or not xnnpack or "XNNPACK" not in str(error) or plain is None:
-            raise RuntimeError(f"Could not prepare TFLite model {path!r}: {error}") from error
+            raise RuntimeError(f"Could not prepare TFLite model {path!r}: {error}{_custom_op_hint(path, xnnpack)}") \
+                from error
         warnings.warn(f"XNNPACK could not take {os.path.basename(path)} ({error}); running on builtin kernels.",
                       RuntimeWarning, stacklevel=2)
         interpreter = interpreter_cls(**kwargs, experimental_op_resolver_type=plain)
@@ -263,6 +317,38 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None, xnnpack=
         xnnpack = False
     return TFLiteRunner(path, interpreter, name, edgetpu=bool(edgetpu), num_threads=num_threads,
                         xnnpack=bool(xnnpack) and not delegates and "experimental_op_resolver_type" not in kwargs)
+
+
+def _check_structure(path):
+    """Reads the file's flatbuffer with bounds checks first: a malformed file is a clear error, not a runtime crash."""
+    from keras_visrec.tflite.report import read_tflite
+
+    with open(path, "rb") as handle:
+        read_tflite(handle.read(), path=path)
+
+
+def _custom_op_hint(path, xnnpack):
+    """What the file's custom ops need, read from the file itself (empty when it has none)."""
+    from keras_visrec.tflite.edgetpu import custom_op_support
+    from keras_visrec.tflite.report import TFLiteFileError, read_tflite
+
+    try:
+        with open(path, "rb") as handle:
+            names = read_tflite(handle.read(), path=path).custom_ops
+    except (OSError, TFLiteFileError):
+        return ""
+    if not names:
+        return ""
+    parts = []
+    for name in names:
+        support = custom_op_support(name)
+        if support["xnnpack"] and not xnnpack:
+            parts.append(f"{name} runs only through XNNPACK: load with xnnpack=True")
+        elif support["edgetpu"]:
+            parts.append(f"{name} runs only on the Edge TPU: load with edgetpu=True")
+        elif not (support["builtin"] or support["xnnpack"]):
+            parts.append(f"{name} ({support['origin']})")
+    return (" Custom ops in the file: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _without_default_delegates(backend):

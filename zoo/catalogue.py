@@ -17,8 +17,10 @@ import fnmatch
 import functools
 import json
 import os
+import types
+import typing
 
-__all__ = ["TASKS", "ZooEntry", "default_weights", "get_weights", "list_weights", "load_catalogue"]
+__all__ = ["TASKS", "CatalogueError", "ZooEntry", "default_weights", "get_weights", "list_weights", "load_catalogue"]
 
 _CATALOGUE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "catalogue.json")
 
@@ -98,21 +100,62 @@ class ZooEntry:
 TASKS = ("classification", "segmentation", "pose", "detection")
 
 
+class CatalogueError(ValueError):
+    """A catalogue file that is not valid JSON or whose entries do not fit :class:`ZooEntry` (names file, entry, field)."""
+
+
+def _fits(value, annotation):
+    """Whether a JSON value fits a ZooEntry annotation (an int is a valid float; a bool is no number)."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is float and type(value) in (int, float):
+            return True
+        if option in (int, bool, str, dict) and type(value) is option:
+            return True
+    return False
+
+
+def _check_entry(path, zoo_id, raw):
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{path}: entry {zoo_id!r} is a JSON {type(raw).__name__}, not an object.")
+    fields = {f.name: f for f in dataclasses.fields(ZooEntry)}
+    unknown = set(raw) - set(fields) | ({"id"} & set(raw))  # the id is the entry's key, not a field
+    if unknown:
+        raise CatalogueError(f"{path}: entry {zoo_id!r} has unknown fields {sorted(unknown)}.")
+    required = [name for name, f in fields.items() if name != "id" and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in raw]
+    if missing:
+        raise CatalogueError(f"{path}: entry {zoo_id!r} lacks the fields {missing}.")
+    for name, value in raw.items():
+        if not _fits(value, fields[name].type):
+            raise CatalogueError(f"{path}: entry {zoo_id!r} field {name!r} is {type(value).__name__} "
+                                 f"{str(value)[:40]!r}; expected {fields[name].type}.")
+    if raw.get("task", "classification") not in TASKS:
+        raise CatalogueError(f"{path}: entry {zoo_id!r} has task {raw['task']!r}; expected one of {TASKS}.")
+
+
 @functools.lru_cache(maxsize=None)
 def load_catalogue(path=_CATALOGUE):
-    """Reads and validates the catalogue file; returns ``{id: ZooEntry}``."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    fields = {f.name for f in dataclasses.fields(ZooEntry)}
+    """Reads and validates the catalogue file; returns ``{id: ZooEntry}``.
+
+    Raises:
+        CatalogueError (a ValueError): the file is not JSON, lacks ``entries``, or an entry has
+            unknown or missing fields or a value of the wrong type (named in the message).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CatalogueError(f"{path}: not a valid JSON catalogue ({str(error)[:200]}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+        raise CatalogueError(f"{path}: a catalogue is a JSON object with an 'entries' object.")
     entries = {}
     for zoo_id, raw in data["entries"].items():
-        unknown = set(raw) - fields
-        if unknown:
-            raise ValueError(f"{path}: entry {zoo_id!r} has unknown fields {sorted(unknown)}.")
-        entry = ZooEntry(id=zoo_id, **raw)
-        if entry.task not in TASKS:
-            raise ValueError(f"{path}: entry {zoo_id!r} has task {entry.task!r}; expected one of {TASKS}.")
-        entries[zoo_id] = entry
+        _check_entry(path, zoo_id, raw)
+        entries[zoo_id] = ZooEntry(id=zoo_id, **raw)
     return entries
 
 
