@@ -22,7 +22,8 @@ e.g. a venv with torch, torchvision, timm and transformers.
         [--part pipeline]
 
 ``--contenders`` may add ``keras_visrec-generic``: the same model with the fused training paths
-off (``KERAS_VISREC_FUSED_TRAINING=0``), the "before" of this release's training work.
+off (``KERAS_VISREC_FUSED_TRAINING=0``), the "before" of this release's training work; and
+``keras_visrec-bfloat16``: ours under the ``mixed_bfloat16`` policy.
 ``--profile FILE`` writes where keras_visrec's training step spends its time (per phase and op
 type, from the TensorFlow profiler; see ``keras_visrec.training.profile_train_step``) after the
 timed rounds. ``--part pipeline`` times the ``finetune`` command's ``tf.data`` input pipeline
@@ -42,7 +43,8 @@ import time
 
 import numpy as np
 
-CONTENDERS = ("keras_visrec", "keras_visrec-generic", "keras.applications", "timm", "HF transformers")
+CONTENDERS = ("keras_visrec", "keras_visrec-generic", "keras_visrec-bfloat16", "keras.applications", "timm",
+              "HF transformers")
 TORCH_CONTENDERS = ("timm", "HF transformers")
 DEFAULT_CONTENDERS = ("keras_visrec", "keras.applications", "timm", "HF transformers")
 # keras_visrec name -> (timm name, (depths, dims)) for the contenders that have the variant
@@ -83,6 +85,8 @@ def _keras_worker(args, x, y):
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    if args.worker == "keras_visrec-bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     shape = (args.image_size, args.image_size, 3)
     if args.worker.startswith("keras_visrec"):
         model = keras_visrec.get_model(args.model, input_shape=shape, classes=args.classes,
@@ -232,33 +236,54 @@ def _rates(times, batch, kind):
     return per / min(times), per / statistics.median(times)
 
 
-def _run_batch(args, batch, interpreters):
-    print(f"== batch {batch}, {args.model} {args.image_size}x{args.image_size} fp32, {args.rounds} rounds x "
-          f"{args.repeats} timed calls per contender and kind", flush=True)
-    contenders = []
-    for name in args.contenders:  # started one after another: each warm-up runs alone
-        contender = _Contender(name, interpreters[name], args, batch)
-        reply = contender.read()
-        if "error" in reply:
-            print(f"{name}: skipped ({reply['error']})")
-            contender.close()
-            continue
-        contender.info.update(reply)
-        print(f"{name}: {reply['version']}; set-up and warm-up {reply['setup_s']:.0f} s", flush=True)
-        contenders.append(contender)
-    kinds = [kind for kind, skip in (("infer", args.skip_infer), ("train", args.skip_train)) if not skip]
-    for round_index in range(args.rounds):
-        order = contenders[round_index % len(contenders):] + contenders[:round_index % len(contenders)]
-        for kind in kinds:
-            for contender in order:
-                contender.times[kind] += contender.ask(f"{kind} {args.repeats}")["times"]
-        print(f"round {round_index + 1}/{args.rounds} done", flush=True)
-    profile_text = None
-    for contender in contenders:
-        if args.profile and contender.name == "keras_visrec" and batch == args.batch[0]:
-            contender.close("profile")
-            profile_text = contender.info.get("profile")
+def _start(name, interpreter, args, batch):
+    contender = _Contender(name, interpreter, args, batch)
+    reply = contender.read()
+    if "error" in reply:
+        print(f"{name}: skipped ({reply['error']})")
         contender.close()
+        return None
+    contender.info.update(reply)
+    print(f"{name}: {reply['version']}; set-up and warm-up {reply['setup_s']:.0f} s", flush=True)
+    return contender
+
+
+def _rounds(contenders, kinds, args):
+    for round_index in range(args.rounds):
+        shift = round_index % len(contenders)
+        for kind in kinds:
+            for contender in contenders[shift:] + contenders[:shift]:
+                contender.times[kind] += contender.ask(f"{kind} {args.repeats}")["times"]
+        print(f"round {round_index + 1}/{args.rounds} done ({', '.join(c.name for c in contenders)})", flush=True)
+
+
+def _finish(contender, args, batch):
+    text = None
+    if args.profile and contender.name == "keras_visrec" and batch == args.batch[0]:
+        contender.close("profile")
+        text = contender.info.get("profile")
+    contender.close()
+    return text
+
+
+def _run_batch(args, batch, interpreters):
+    mode = "one contender at a time" if args.sequential else "interleaved"
+    print(f"== batch {batch}, {args.model} {args.image_size}x{args.image_size} fp32, {args.rounds} {mode} rounds x "
+          f"{args.repeats} timed calls per contender and kind", flush=True)
+    kinds = [kind for kind, skip in (("infer", args.skip_infer), ("train", args.skip_train)) if not skip]
+    contenders, profile_text = [], None
+    for name in args.contenders:  # started one after another: each warm-up runs alone
+        contender = _start(name, interpreters[name], args, batch)
+        if contender is None:
+            continue
+        contenders.append(contender)
+        if args.sequential:  # bounded memory: only this worker is alive
+            _rounds([contender], kinds, args)
+            profile_text = _finish(contender, args, batch) or profile_text
+    if not args.sequential and contenders:
+        _rounds(contenders, kinds, args)
+        for contender in contenders:
+            profile_text = _finish(contender, args, batch) or profile_text
     results = {}
     for contender in contenders:
         row = results[contender.name] = {"peak_rss_mib": contender.info.get("peak_rss_mib")}
@@ -370,6 +395,8 @@ def _parse(argv=None):
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--profile", metavar="FILE", help="write keras_visrec's training-step profile here")
     parser.add_argument("--part", choices=("contenders", "pipeline"), default="contenders")
+    parser.add_argument("--sequential", action="store_true",
+                        help="run the contenders one at a time (bounded memory; rounds no longer interleave)")
     parser.add_argument("--verbose", action="store_true", help="show the workers' stderr")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
