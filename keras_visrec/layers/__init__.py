@@ -9,6 +9,7 @@ from keras_visrec.layers.activation import GELU, gelu_tanh, gelu_tanh_cubic
 from keras_visrec.layers.convnext_block import ConvNeXtBlock
 from keras_visrec.layers.drop_path import StochasticDepth
 from keras_visrec.layers.exportable import exportable, gelu_form, is_exportable, make_gelu, make_pointwise, set_exportable
+from keras_visrec.layers.fused import fused_training
 from keras_visrec.layers.grn import GRN
 from keras_visrec.layers.layer_norm import LayerNorm
 from keras_visrec.layers.layer_scale import LayerScale
@@ -25,6 +26,7 @@ __all__ = [
     "PointwiseDense",
     "StochasticDepth",
     "exportable",
+    "fused_training",
     "gelu_form",
     "gelu_tanh",
     "gelu_tanh_cubic",

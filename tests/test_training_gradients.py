@@ -1,0 +1,191 @@
+"""The fused training paths compute the same step as straightforward autodiff.
+
+``keras_visrec.layers.fused`` replaces autodiff of GELU and LayerNorm with hand-written XLA
+forward/backward kernels, and ``LayerDecayAdamW`` applies Adam with TensorFlow's one-kernel
+``ResourceApplyAdam``. Each is checked against a plain implementation: Keras' own layers and
+autodiff, and Keras' generic Adam step, to <= 1e-4 relative (the max absolute difference over
+the max magnitude of the reference, per tensor).
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_visrec as kv
+from keras_visrec.layers import LayerNorm, PointwiseDense
+from keras_visrec.layers import fused
+from keras_visrec.layers.fused import fused_training
+from keras_visrec.recipe.optim import convnext_adamw
+from keras_visrec.training import PHASES, profile_train_step
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOLERANCE = 1e-4
+
+
+def _relative(actual, reference):
+    actual, reference = np.asarray(actual, "float64"), np.asarray(reference, "float64")
+    return float(np.abs(actual - reference).max() / max(np.abs(reference).max(), 1e-30))
+
+
+def _tiny(**kwargs):
+    return kv.ConvNeXt((1, 1, 1, 1), (8, 16, 32, 64), input_shape=(32, 32, 3), classes=10,
+                       classifier_activation=None, name="tiny", **kwargs)
+
+
+def _randomise(model, seed=0):
+    """Every weight random (LayerNorm γ/β and layer scale far from their identity init)."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        scale = 0.5 if len(variable.shape) <= 1 else 0.1
+        variable.assign(rng.normal(0.0, scale, variable.shape).astype(variable.dtype))
+
+
+def _xla_calls(graph):
+    return [op for op in graph.get_operations() if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+            and op.get_attr("_XlaMustCompile") if "_XlaMustCompile" in op.node_def.attr]
+
+
+def test_fused_layer_norm_forward_and_gradients_equal_keras_layer_normalization():
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(2.0, 3.0, (2, 6, 6, 24)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(2, 6, 6, 24)).astype("float32"))
+    ours, reference = LayerNorm(epsilon=1e-6), keras.layers.LayerNormalization(epsilon=1e-6)
+    ours.build(x.shape), reference.build(x.shape)
+    gamma, beta = rng.normal(size=24).astype("float32"), rng.normal(size=24).astype("float32")
+    for layer in (ours, reference):
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+
+    def run(layer, **kwargs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, **kwargs)
+        return [y, *tape.gradient(y, [x, layer.gamma, layer.beta], upstream)]
+
+    fused_result = tf.function(lambda: run(ours, training=True))()
+    reference_result = run(reference)
+    errors = [_relative(a, b) for a, b in zip(fused_result, reference_result)]
+    print("fused LayerNorm vs keras.layers.LayerNormalization (y, dx, dgamma, dbeta):", errors)
+    assert max(errors) <= TOLERANCE
+
+
+def test_fused_gelu_forward_and_gradient_equal_exact_gelu_autodiff():
+    rng = np.random.default_rng(2)
+    z = tf.constant(rng.normal(0.0, 3.0, (64, 40)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(64, 40)).astype("float32"))
+
+    def run(function):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            y = function(z)
+        return [y, tape.gradient(y, z, upstream)]
+
+    errors = [_relative(a, b) for a, b in zip(tf.function(lambda: run(fused.gelu))(),
+                                              run(lambda t: keras.activations.gelu(t, approximate=False)))]
+    print("fused GELU vs keras.activations.gelu autodiff (y, dz):", errors)
+    assert max(errors) <= TOLERANCE
+
+
+def test_one_training_step_has_the_gradients_of_plain_autodiff():
+    model = _tiny(drop_path_rate=0.0)
+    _randomise(model)
+    x = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.arange(4)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    fast = tf.function(step)
+    assert _xla_calls(fast.get_concrete_function().graph), "the fused path was not taken"
+    with fused_training(False):
+        plain = tf.function(step)
+        assert not _xla_calls(plain.get_concrete_function().graph)
+        reference = plain()
+    errors = {v.path: _relative(a, b) for v, a, b in zip(model.trainable_variables, fast(), reference)}
+    worst = max(errors, key=errors.get)
+    print(f"one step, {len(errors)} gradients: worst relative difference {errors[worst]:.2e} ({worst}); "
+          f"median {np.median(list(errors.values())):.2e}")
+    assert errors[worst] <= TOLERANCE
+
+
+def test_inference_graph_and_other_dtypes_keep_the_generic_path():
+    model = _tiny()
+    x = np.zeros((1, 32, 32, 3), "float32")
+    assert not _xla_calls(tf.function(lambda: model(x, training=False)).get_concrete_function().graph)
+    assert fused.fused_enabled(True, "float32") and not fused.fused_enabled(False, "float32")
+    assert not fused.fused_enabled(True, "bfloat16")
+    dense = PointwiseDense(6, activation="gelu", dtype="mixed_bfloat16")
+    dense.build((None, 4))
+    assert not dense._fuses_gelu(True, "bfloat16")
+    with fused_training(False):
+        assert not fused.fused_enabled(True, "float32")
+    assert fused.fused_enabled(True, "float32")
+
+
+def test_fused_adamw_step_equals_keras_generic_adam_step():
+    rng = np.random.default_rng(4)
+    shapes = [(3, 3, 1, 8), (8, 32), (32,), (5,)]
+    initial = [rng.normal(size=s).astype("float32") for s in shapes]
+    grads = [[rng.normal(size=s).astype("float32") * 10.0 ** -k for k, s in enumerate(shapes)] for _ in range(3)]
+
+    def run(enabled):
+        variables = [keras.Variable(value, name=f"w{i}") for i, value in enumerate(initial)]
+        optimizer = kv.LayerDecayAdamW(lr_scales={variables[0].path: 0.25}, learning_rate=1e-2, weight_decay=0.05)
+        optimizer.exclude_from_weight_decay(var_list=variables[2:])
+        apply = tf.function(lambda g: optimizer.apply(g, variables))
+        with fused_training(enabled):
+            for step in grads:
+                apply([tf.constant(g) for g in step])
+        states = [optimizer._momentums[optimizer._get_variable_index(v)] for v in variables]
+        states += [optimizer._velocities[optimizer._get_variable_index(v)] for v in variables]
+        return [v.numpy() for v in variables + states]
+
+    errors = [_relative(a, b) for a, b in zip(run(True), run(False))]
+    print("ResourceApplyAdam vs Keras' Adam step, 3 steps (weights, m, v):", ["%.1e" % e for e in errors])
+    # The kernel forms 1 - β₂ in float32 (Keras in float64): v differs by ~1.3e-5 relative.
+    assert max(errors) <= TOLERANCE
+
+
+def test_profile_splits_a_fused_training_step_and_the_trained_model_reloads(tmp_path):
+    model = _tiny(drop_path_rate=0.1)
+    model.compile(convnext_adamw(model), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 3)).astype("float32"), np.arange(2)
+    profile = profile_train_step(model, x, y, steps=1, warmup=1)
+    phases = profile.by_phase()
+    assert {"forward", "backward", "optimizer"} <= set(phases) <= set(PHASES)
+    assert sum(entry["ms"] for entry in profile.entries) == pytest.approx(profile.busy_ms, rel=1e-6)
+    assert 0 < profile.busy_ms <= profile.step_ms
+    assert "ResourceApplyAdam" in profile.by_type()
+    assert "backward" in profile.table() and "ResourceApplyAdam" in profile.table()
+    with pytest.raises(ValueError, match="steps"):
+        profile_train_step(model, x, y, steps=0)
+    with pytest.raises(ValueError, match="compiled"):
+        profile_train_step(_tiny(), x, y)
+    # the fused paths change no weight, name or config: the trained model saves and reloads
+    path = str(tmp_path / "tiny.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), reloaded.predict(x, verbose=0))
+    assert [w.path for w in reloaded.weights] == [w.path for w in model.weights]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch", "0"], "--batch"),
+    (["--rounds", "0"], "--rounds"),
+    (["--repeats", "-1"], "--repeats"),
+    (["--torch-python", "/nonexistent/python"], "--torch-python"),
+    (["--torch-python", "/bin/true"], "--torch-python"),
+])
+def test_throughput_bench_rejects_bad_flags_before_timing(flags, message):
+    result = subprocess.run([sys.executable, os.path.join(_ROOT, "bench", "convnext_throughput.py"), *flags],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "img/s" not in result.stdout
