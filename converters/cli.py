@@ -66,6 +66,8 @@ def _add_arguments(parser):
     parser.add_argument("--classes", type=int, default=None, help="head size (default: from the checkpoint)")
     parser.add_argument("--no-top", action="store_true", help="convert without the classification head")
     parser.add_argument("--layout", choices=("official", "official_isotropic", "timm", "hf"), default=None)
+    parser.add_argument("--ema", action="store_true",
+                        help="take the EMA weights (model_ema) of a training checkpoint instead of model")
     parser.add_argument("--no-check", action="store_true", help="skip the PyTorch parity check")
     parser.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE,
                         help=f"largest max-abs logit difference the check accepts (default: {DEFAULT_TOLERANCE:g})")
@@ -118,7 +120,8 @@ def run(args):
         return 2
     try:
         summary = convert_file(checkpoint, arch, args.output, classes=args.classes, include_top=not args.no_top,
-                               layout=args.layout, check=not args.no_check, tolerance=args.tolerance)
+                               layout=args.layout, check=not args.no_check, tolerance=args.tolerance,
+                               prefer_ema=args.ema)
     except ParityError as error:
         print(f"convert: {error}", file=sys.stderr)
         return 1
@@ -131,10 +134,11 @@ def run(args):
 
 
 def convert_file(checkpoint, arch, output, *, classes=None, include_top=True, layout=None, check=True,
-                 tolerance=DEFAULT_TOLERANCE, resolution=224):
+                 tolerance=DEFAULT_TOLERANCE, resolution=224, prefer_ema=False):
     """Converts one checkpoint to ``output``; returns a summary dict (also used by the batch mode).
 
-    ``resolution`` is the input size of a ``.keras`` output (a ``.weights.h5`` fits any size). With
+    ``resolution`` is the input size of a ``.keras`` output (a ``.weights.h5`` fits any size);
+    ``prefer_ema`` takes a training checkpoint's ``model_ema`` over its ``model``. With
     ``check``, a parity above ``tolerance`` raises :class:`ParityError` before anything is written;
     a check that cannot run leaves ``parity_max_abs`` None with ``parity_reason``.
     """
@@ -148,7 +152,7 @@ def convert_file(checkpoint, arch, output, *, classes=None, include_top=True, la
     if not family.startswith("convnext"):
         raise ValueError(f"`convert` maps ConvNeXt checkpoints; {arch!r} is a {family!r} model — load its "
                          f"checkpoint with weights=PATH instead.")
-    state = unwrap_state_dict(load_pytorch_checkpoint(checkpoint), source=checkpoint)
+    state = unwrap_state_dict(load_pytorch_checkpoint(checkpoint), prefer_ema=prefer_ema, source=checkpoint)
     layout = layout or detect_layout(state, source=checkpoint)
     converted, unmapped = convert_state_dict(state, layout, source=checkpoint)
     if classes is None:
