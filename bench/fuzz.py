@@ -352,12 +352,12 @@ class _Runner:
             self.path = os.path.join(folder, "catalogue.json")
             self.modules = [catalogue.__file__]
         else:
-            from keras_visrec.tflite import edgetpu, report
+            from keras_visrec.tflite import edgetpu, flatbuffer, report
 
             self.own = (report.TFLiteFileError,)
             self.analyze, self.check = report.analyze_tflite, edgetpu.check_edgetpu
             self.path = os.path.join(folder, "input.tflite")
-            self.modules = [report.__file__, edgetpu.__file__]
+            self.modules = [report.__file__, flatbuffer.__file__, edgetpu.__file__]
 
     def __call__(self, data):
         """Runs the input; returns None, or the exception that is not the target's own."""

@@ -64,7 +64,6 @@ def train_digits(model="convnext_atto", *, epochs=10, image_size=32, batch_size=
 def run_demo(*, model="convnext_atto", epochs=10, output_dir="out/demo", export=True, strategy=None, seed=0,
              verbose="auto"):
     """Runs the whole demo and returns a dict of the figures it printed."""
-    import keras
     import numpy as np
 
     from keras_visrec.data import load_digits_images

@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from keras_visrec.cli_args import (add_data, add_deprecated, add_image_size, add_max_examples, add_model, add_output,
+from keras_visrec.cli_args import (add_data, add_image_size, add_max_examples, add_model, add_output,
                                    add_verbosity, add_weights, positive_int)
 
 __all__ = ["register"]

@@ -321,7 +321,7 @@ def load_tflite(path, *, num_threads=None, edgetpu=False, backend=None, xnnpack=
 
 def _check_structure(path):
     """Reads the file's flatbuffer with bounds checks first: a malformed file is a clear error, not a runtime crash."""
-    from keras_visrec.tflite.report import read_tflite
+    from keras_visrec.tflite.flatbuffer import read_tflite
 
     with open(path, "rb") as handle:
         read_tflite(handle.read(), path=path)
@@ -330,7 +330,7 @@ def _check_structure(path):
 def _custom_op_hint(path, xnnpack):
     """What the file's custom ops need, read from the file itself (empty when it has none)."""
     from keras_visrec.tflite.edgetpu import custom_op_support
-    from keras_visrec.tflite.report import TFLiteFileError, read_tflite
+    from keras_visrec.tflite.flatbuffer import TFLiteFileError, read_tflite
 
     try:
         with open(path, "rb") as handle:

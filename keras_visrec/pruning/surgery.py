@@ -25,7 +25,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_visrec.cifar import ChannelSelection, ShortcutA
+from keras_visrec.cifar import ChannelSelection
 from keras_visrec.layers import GRN, LayerScale, StochasticDepth
 
 __all__ = ["ChannelGroup", "SurgeryError", "channel_groups", "find_channel_group", "prune_channels",
