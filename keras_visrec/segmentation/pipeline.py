@@ -144,23 +144,26 @@ def _crop_window(seed, shape, crop_size):
 
 def random_crop(image, label, seed, crop_size, cat_max_ratio=0.75, ignore_label=IGNORE_LABEL):
     """Step 2: a random crop of at most ``crop_size``, redrawn while one class dominates it."""
+    image, label = tf.convert_to_tensor(image), tf.convert_to_tensor(label)
     shape = tf.shape(label)[:2]
-    seeds = tf.random.experimental.stateless_split(seed, _CROP_TRIES + 1)
-    offset = _crop_window(seeds[0], shape, crop_size)
 
     def window(array, start):
         return array[start[0]:start[0] + crop_size[0], start[1]:start[1] + crop_size[1]]
 
+    def draw(attempt):
+        return _crop_window(tf.random.experimental.stateless_fold_in(seed, attempt), shape, crop_size)
+
+    def mixed(start):
+        counts = tf.math.bincount(tf.reshape(window(label, start), [-1]), minlength=256, maxlength=256)
+        counts = tf.tensor_scatter_nd_update(counts, [[ignore_label]], [0])
+        share = tf.cast(tf.reduce_max(counts), tf.float64) / tf.cast(tf.maximum(tf.reduce_sum(counts), 1), tf.float64)
+        return tf.logical_and(tf.math.count_nonzero(counts) > 1, share < cat_max_ratio)
+
+    offset = draw(0)
     if cat_max_ratio < 1.0:
-        accepted = tf.constant(False)
-        for attempt in range(1, _CROP_TRIES + 1):
-            counts = tf.math.bincount(tf.reshape(window(label, offset), [-1]), minlength=256, maxlength=256)
-            counts = tf.tensor_scatter_nd_update(counts, [[ignore_label]], [0])
-            total = tf.maximum(tf.reduce_sum(counts), 1)
-            good = tf.logical_and(tf.math.count_nonzero(counts) > 1,
-                                  tf.cast(tf.reduce_max(counts), tf.float64) / tf.cast(total, tf.float64) < cat_max_ratio)
-            accepted = tf.logical_or(accepted, good)
-            offset = tf.where(accepted, offset, _crop_window(seeds[attempt], shape, crop_size))
+        # mmseg: for 10 tries, keep the window if it is mixed enough, else draw the next one
+        _, offset = tf.while_loop(lambda attempt, start: tf.logical_and(attempt <= _CROP_TRIES, ~mixed(start)),
+                                  lambda attempt, start: (attempt + 1, draw(attempt)), (tf.constant(1), offset))
     return window(image, offset), window(label, offset)
 
 
@@ -206,6 +209,7 @@ def _pad(image, label, crop_size, pad_value, ignore_label):
     return tf.ensure_shape(image, (*crop_size, 3)), tf.ensure_shape(label, crop_size)
 
 
+@tf.autograph.experimental.do_not_convert  # plain graph code: autograph's conversion costs seconds per trace
 def augment_example(image, label, seed, augment=TrainAugment()):
     """The whole training pipeline on one example.
 
@@ -262,7 +266,8 @@ def train_dataset(data, batch_size, *, augment=TrainAugment(), seed=0, shuffle=T
     if augment is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda example, pair: augment_example(*example, pair, augment), num_parallel_calls=tf.data.AUTOTUNE)
+            tf.autograph.experimental.do_not_convert(lambda example, pair: augment_example(*example, pair, augment)),
+            num_parallel_calls=tf.data.AUTOTUNE)
     if repeat:
         dataset = dataset.repeat()
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
