@@ -48,6 +48,11 @@ _LAZY = {
     "load_tflite": "keras_visrec.tflite.runtime",
     "analyze_tflite": "keras_visrec.tflite.report",
     "profile_tflite": "keras_visrec.tflite.profile",
+    # --- UperNet segmentation, FPN neck (ConvNeXt for dense prediction) ---
+    **{name: "keras_visrec.upernet" for name in (
+        "UperNet", "FPN", "UperNetConvNeXtTiny", "UperNetConvNeXtSmall", "UperNetConvNeXtBase",
+        "UperNetConvNeXtLarge", "UperNetConvNeXtXLarge",
+    )},
     # --- ADP-C / HRNet ---
     **{name: "keras_visrec.hrnet" for name in (
         "HRNetV2", "HRNetV2W18SmallV2", "HRNetV2W18", "HRNetV2W32", "HRNetV2W48",
@@ -71,7 +76,7 @@ _LAZY = {
 }
 
 _SUBMODULES = ("layers", "convnext", "flops", "models", "registry", "weights", "zoo", "converters", "tflite",
-               "adpc", "hrnet", "pruning", "cifar", "recipe", "training", "data", "cli")
+               "adpc", "hrnet", "upernet", "pruning", "cifar", "recipe", "training", "data", "cli")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 
