@@ -98,12 +98,13 @@ class PolyWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        progress = ops.minimum(step / self.total_steps, 1.0)
-        regular = (self.base_lr - self.min_lr) * ops.power(1.0 - progress, self.power) + self.min_lr
+        remaining = ops.maximum(self.total_steps - step, 0.0) / self.total_steps  # exact near the end, unlike 1 − s/T
+        regular = (self.base_lr - self.min_lr) * ops.power(remaining, self.power) + self.min_lr
         if not self.warmup_steps:
             return regular
-        k = (1.0 - step / self.warmup_steps) * (1.0 - self.warmup_ratio)
-        return ops.where(step < self.warmup_steps, regular * (1.0 - k), regular)
+        # mmcv's 1 − (1 − step / warmup) · (1 − ratio), rearranged to stay exact in float32 near step 0
+        factor = self.warmup_ratio + step / self.warmup_steps * (1.0 - self.warmup_ratio)
+        return ops.where(step < self.warmup_steps, regular * factor, regular)
 
     def get_config(self):
         return {"base_lr": self.base_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
