@@ -21,7 +21,9 @@ batches. A model built with ``input_shape=(None, None, 3)`` takes every window a
 """
 
 import dataclasses
+import weakref
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -157,8 +159,20 @@ def slide_windows(height, width, crop_size, stride):
     return windows
 
 
+_PREDICT = weakref.WeakKeyDictionary()
+
+
 def _logits(model, batch):
-    outputs = model.predict_on_batch(batch)
+    """The model's logits on a batch; on TensorFlow one graph per model for every batch and window size."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if model not in _PREDICT:
+            spec = tf.TensorSpec([None, *model_input_size(model), batch.shape[-1]], tf.float32)
+            _PREDICT[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        outputs = _PREDICT[model](tf.convert_to_tensor(batch, tf.float32))
+    else:
+        outputs = model.predict_on_batch(batch)
     if isinstance(outputs, (list, tuple)):
         outputs = outputs[0]  # a training model's [logits, aux_logits]
     return outputs

@@ -15,29 +15,7 @@ from keras_visrec.segmentation.evaluate import evaluate_segmentation, published_
 from keras_visrec.segmentation.metrics import ConfusionMatrix
 
 
-def _write(path, array, kind):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = tf.io.encode_jpeg(array, quality=95) if kind == "jpg" else tf.io.encode_png(array)
-    tf.io.write_file(path, data)
-
-
-def make_ade20k(root, sizes=((24, 40), (32, 28), (20, 20)), split="validation", bad=None):
-    """ADEChallengeData2016 in miniature: JPEG images, 8-bit PNG label maps with 0 = other and 1..150."""
-    rng = np.random.default_rng(len(sizes))
-    labels = []
-    for i, (h, w) in enumerate(sizes):
-        stem = f"ADE_{'val' if split == 'validation' else 'train'}_{i + 1:08d}"
-        _write(os.path.join(root, "images", split, stem + ".jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
-               "jpg")
-        label = rng.integers(0, 151, (h, w), dtype=np.uint8)
-        if bad is not None and i == len(sizes) - 1:
-            label[0, 0] = bad
-        _write(os.path.join(root, "annotations", split, stem + ".png"), label[..., None], "png")
-        labels.append(label)
-    return labels
-
-
-def test_ade20k_folder_reduces_zero_label(tmp_path):
+def test_ade20k_folder_reduces_zero_label(tmp_path, make_ade20k):
     raw = make_ade20k(str(tmp_path))
     source = load_ade20k(str(tmp_path), "validation")
     assert source.classes == ADE20K_CLASSES == 150 and source.num_examples == 3 and source.benchmark
@@ -53,7 +31,7 @@ def test_ade20k_folder_reduces_zero_label(tmp_path):
     assert len(pairs) == 2
 
 
-def test_folder_errors_name_the_file(tmp_path):
+def test_folder_errors_name_the_file(tmp_path, make_ade20k):
     make_ade20k(str(tmp_path), bad=200)  # 200 → 199 after the reduction, ≥ 150
     source = load_ade20k(str(tmp_path))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"ADE_val_00000003\.png"):
@@ -67,27 +45,27 @@ def test_folder_errors_name_the_file(tmp_path):
         load_ade20k(str(tmp_path), "testing")
 
 
-def test_plain_image_mask_folder_without_split(tmp_path):
-    _write(os.path.join(tmp_path, "images", "a.png"), np.zeros((8, 8, 3), np.uint8), "png")
-    _write(os.path.join(tmp_path, "annotations", "a.png"), np.full((8, 8, 1), 2, np.uint8), "png")
+def test_plain_image_mask_folder_without_split(tmp_path, write_image):
+    write_image(os.path.join(tmp_path, "images", "a.png"), np.zeros((8, 8, 3), np.uint8), "png")
+    write_image(os.path.join(tmp_path, "annotations", "a.png"), np.full((8, 8, 1), 2, np.uint8), "png")
     source = load_segmentation_data(str(tmp_path), "validation", classes=3)
     _, label, _ = next(source.dataset.as_numpy_iterator())
     assert source.classes == 3 and (label == 2).all()
 
 
-def test_tfds_scene_parse150_prepared_dir(tmp_path):
+def test_tfds_scene_parse150_prepared_dir(tmp_path, write_image):
     """The real tfds 4.9 builder prepares a directory from local files in the Places Challenge layout."""
     tfds = pytest.importorskip("tensorflow_datasets")
     rng = np.random.default_rng(5)
     for split in ("training", "validation"):
         for i in range(2):
             stem = f"ADE_{split}_{i}"
-            _write(os.path.join(tmp_path, "img", "images", split, stem + ".jpg"),
+            write_image(os.path.join(tmp_path, "img", "images", split, stem + ".jpg"),
                    rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), "jpg")
             annotation = np.zeros((12, 16, 3), np.uint8)  # R: instance category 1..100, G: instance id
             annotation[2:6, 3:9, 0], annotation[2:6, 3:9, 1] = 4, 1  # 4 = "person"
             annotation[8:, :4, 0], annotation[8:, :4, 1] = 100, 2  # 100 = "flag"
-            _write(os.path.join(tmp_path, "ann", "annotations_instance", split, stem + ".png"), annotation, "png")
+            write_image(os.path.join(tmp_path, "ann", "annotations_instance", split, stem + ".png"), annotation, "png")
     paths = {"images": str(tmp_path / "img"), "annotations": str(tmp_path / "ann")}
     with mock.patch.object(tfds.download.DownloadManager, "download_and_extract", return_value=paths):
         tfds.builder("scene_parse150", data_dir=str(tmp_path / "tfds")).download_and_prepare()
@@ -115,7 +93,7 @@ def _constant_model(classes, label):
     return model
 
 
-def test_evaluate_accumulates_over_the_dataset_and_compares(tmp_path):
+def test_evaluate_accumulates_over_the_dataset_and_compares(tmp_path, make_ade20k):
     raw = make_ade20k(str(tmp_path))
     model = _constant_model(150, 7)
     result = evaluate_segmentation(model, str(tmp_path), mode="whole", published=46.0, progress=False)
@@ -132,7 +110,7 @@ def test_evaluate_accumulates_over_the_dataset_and_compares(tmp_path):
         evaluate_segmentation(_constant_model(11, 0), str(tmp_path), progress=False)
 
 
-def test_evaluate_names_a_bad_mask(tmp_path):
+def test_evaluate_names_a_bad_mask(tmp_path, make_ade20k):
     make_ade20k(str(tmp_path), bad=230)
     with pytest.raises(ValueError, match=r"ADE_val_00000003\.png"):
         evaluate_segmentation(_constant_model(150, 0), str(tmp_path), mode="whole", progress=False)
