@@ -105,7 +105,7 @@ def run_seg_demo(*, output_dir="out/seg-demo", epochs=None, export=True, strateg
     results = {}
     print("== 1. Train a small UperNet on the digit canvases (64×64, 11 classes) with the official recipe")
     model, (x_test, y_test), _ = train_digit_segmenter(epochs=epochs or _DEMO_EPOCHS, seed=seed, strategy=strategy,
-                                                       build_model=build_model, verbose=2 if verbose else 0)
+                                                       build_model=build_model, verbose=(0, 2, 1)[min(verbose, 2)])
     net = inference_model(model)
     print(f"params: {model.count_params():,} (inference model {net.count_params():,})")
 

@@ -28,25 +28,13 @@ import numpy as np
 from keras import ops
 
 from keras_visrec.segmentation.losses import upsample_logits
-from keras_visrec.segmentation.pipeline import IMAGENET_MEAN_PIXEL, rescaled_size
+from keras_visrec.segmentation.pipeline import IMAGENET_MEAN_PIXEL, _pair, rescaled_size
 
 __all__ = ["MODES", "MULTI_SCALE_RATIOS", "InferenceSettings", "inference_model", "model_input_size", "predict_labels",
            "segment", "slide_windows"]
 
 MODES = ("whole", "slide")
 MULTI_SCALE_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-
-
-def _size_pair(value, name):
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        pair = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be an int or a (height, width) pair; received {name}={value!r}.")
-    if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"`{name}` must be positive (height, width); received {name}={value!r}.")
-    return pair
 
 
 def model_input_size(model):
@@ -116,7 +104,7 @@ class InferenceSettings:
         if not ratios or min(ratios) <= 0:
             raise ValueError(f"`ratios` must be one or more positive floats; received ratios={ratios!r}.")
         if scale is not None:
-            scale = _size_pair(scale, "scale")
+            scale = _pair(scale, "scale")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
         if pad_value is None:
@@ -130,13 +118,13 @@ class InferenceSettings:
                     raise ValueError(f"`crop_size` is needed for mode='slide' with model {model.name!r}, whose "
                                      "input size is dynamic.")
                 crop_size = input_size
-            crop_size = _size_pair(crop_size, "crop_size")
+            crop_size = _pair(crop_size, "crop_size")
             if static and crop_size != tuple(input_size):
                 raise ValueError(
                     f"`crop_size` {crop_size} does not fit the input of model {model.name!r}, which is static at "
                     f"{tuple(input_size)}: pass crop_size={tuple(input_size)}, or build the model with "
                     f"input_shape=({crop_size[0]}, {crop_size[1]}, 3) or (None, None, 3).")
-            stride = tuple(max(1, 2 * c // 3) for c in crop_size) if stride is None else _size_pair(stride, "stride")
+            stride = tuple(max(1, 2 * c // 3) for c in crop_size) if stride is None else _pair(stride, "stride")
             if any(s > c for s, c in zip(stride, crop_size)):
                 raise ValueError(f"`stride` {stride} must not exceed `crop_size` {crop_size}: windows further apart "
                                  "than their size leave pixels unpredicted.")
