@@ -372,7 +372,8 @@ def drop_auxiliary(model):
         raise ValueError(f"`model` {model.name!r} is not an UperNet with an auxiliary head (its outputs are "
                          f"{[t._keras_history.operation.name for t in model.outputs]}; expected a second output "
                          f"from layer {aux!r}).")
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, model.outputs[0], name=model.name)
 
 
 def FPN(
