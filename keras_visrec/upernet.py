@@ -329,9 +329,9 @@ def UperNet(
         drop_path_rate = spec.get("drop_path_rate", official) if spec["model"] is not None else official
     validate_rate(drop_path_rate, "drop_path_rate")
     input_shape = validate_input_shape(input_shape, default=(512, 512, 3), multiple=32, arch=name)
-    _validate_upernet_weights(weights, arch=arch or name, classes=classes)
     if backbone_weights is not None and weights is not None:
         raise ValueError("Pass `weights` (the whole model) or `backbone_weights` (the backbone only), not both.")
+    _validate_upernet_weights(weights, arch=arch or name, classes=classes)
 
     inputs = keras.Input(shape=input_shape, name="image")
     features = _build_backbone(inputs, spec, name=name, include_preprocessing=include_preprocessing,
@@ -353,10 +353,10 @@ def _validate_upernet_weights(weights, *, arch, classes):
     if entry.task != "segmentation":
         raise ValueError(f"Zoo weights {entry.id!r} are {entry.task} weights; UperNet takes segmentation entries "
                          "(keras_visrec.zoo.list_weights(task='segmentation')), or use `backbone_weights=`.")
-    validate_weights_argument(weights, arch=arch, include_top=False, classes=classes)
     if classes != entry.classes:
         raise ValueError(f"Zoo weights {entry.id!r} have a {entry.classes}-class head ({entry.dataset}); pass "
                          f"classes={entry.classes}; received classes={classes}.")
+    validate_weights_argument(weights, arch=arch, include_top=False, classes=classes)
 
 
 def drop_auxiliary(model):
@@ -421,14 +421,17 @@ def FPN(
         raise ValueError(f"`num_outs` must be at least 4 (P2–P5, one per stage); received num_outs={num_outs}.")
     validate_rate(drop_path_rate, "drop_path_rate")
     input_shape = validate_input_shape(input_shape, multiple=32, arch=name)
-    kind, entry = resolve_weights(weights, arch=name)
-    if kind == "zoo" and entry.task != "detection":
-        raise ValueError(f"Zoo weights {entry.id!r} are {entry.task} weights; FPN takes detection entries "
-                         "(keras_visrec.zoo.list_weights(task='detection')), or use `backbone_weights=`.")
-    if kind == "zoo":
-        validate_weights_argument(weights, arch=entry.arch, include_top=False, classes=entry.classes)
     if backbone_weights is not None and weights is not None:
         raise ValueError("Pass `weights` (backbone and neck) or `backbone_weights` (the backbone only), not both.")
+    kind, entry = resolve_weights(weights, arch=name)
+    if kind == "zoo":
+        if entry.task != "detection":
+            raise ValueError(f"Zoo weights {entry.id!r} are {entry.task} weights; FPN takes detection entries "
+                             "(keras_visrec.zoo.list_weights(task='detection')), or use `backbone_weights=`.")
+        if spec["arch"] is not None and spec["arch"] != entry.arch:
+            raise ValueError(f"Zoo weights {entry.id!r} are for a {entry.arch} backbone; received "
+                             f"backbone={backbone!r}. Use keras_visrec.FPN({entry.arch!r}, weights={entry.id!r}).")
+        validate_weights_argument(weights, arch=entry.arch, include_top=False, classes=entry.classes)
 
     inputs = keras.Input(shape=input_shape, name="image")
     features = _build_backbone(inputs, spec, name=name, include_preprocessing=include_preprocessing,

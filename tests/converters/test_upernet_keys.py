@@ -288,3 +288,22 @@ def test_classification_weights_leave_the_output_norms_at_their_start(tmp_path):
     seg = keras_visrec.UperNet(dict(depths=DEPTHS, dims=DIMS), 3, backbone_weights=str(path), input_shape=(64, 64, 3),
                                channels=16, aux_channels=8)
     np.testing.assert_allclose(seg.get_layer("upernet_backbone_stem_conv").kernel, stem)
+
+
+def test_a_zoo_id_loads_the_cached_official_file_with_the_opt_in(tmp_path, monkeypatch):
+    """The zoo path end to end, minus the network (downloads are tested against a loopback server in tests/zoo)."""
+    from keras_visrec import zoo
+
+    entry = zoo.get_weights("upernet_convnext_tiny.fb_in1k_ade20k_512")
+    transformers_config = transformers.UperNetConfig(
+        backbone_config=transformers.ConvNextConfig(depths=list(DEPTHS), hidden_sizes=list(DIMS),
+                                                    out_features=["stage1", "stage2", "stage3", "stage4"]),
+        hidden_size=16, auxiliary_in_channels=DIMS[2], auxiliary_channels=8, num_labels=entry.classes)
+    hf = _randomise(transformers.UperNetForSemanticSegmentation(transformers_config), 11)
+    _save_mmseg(hf, tmp_path / entry.filename)  # a tiny file where the download would have put the real one
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(zoo.UNVERIFIED_ENV, "1")
+    model = keras_visrec.UperNet(dict(depths=DEPTHS, dims=DIMS), entry.classes, weights=entry.id,
+                                 input_shape=(64, 64, 3), channels=16, aux_channels=8)
+    x = _images((1, 64, 64, 3), seed=12)
+    assert np.abs(np.asarray(model(x)[0]) - _hf_outputs(hf, x)[0]).max() <= TOLERANCE
