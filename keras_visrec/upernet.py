@@ -67,6 +67,7 @@ __all__ = [
     "UperNetConvNeXtTiny",
     "UperNetConvNeXtXLarge",
     "backbone_spec",
+    "convert_checkpoint",
     "drop_auxiliary",
 ]
 
@@ -374,6 +375,41 @@ def drop_auxiliary(model):
                          f"from layer {aux!r}).")
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(inputs, model.outputs[0], name=model.name)
+
+
+def convert_checkpoint(checkpoint, output, backbone="convnext_tiny", classes=150, **kwargs):
+    """Converts an official UperNet checkpoint (mmseg or transformers layout) to a Keras file.
+
+    The model is built, filled and checked before anything is written; the file appears at
+    ``output`` only once complete (temporary file + rename), so a failed conversion leaves
+    nothing behind.
+
+    Args:
+        checkpoint: str. The `.pth` / `.bin` / `.safetensors` file.
+        output: str. A `.weights.h5` (weights only, any input size) or `.keras` (the whole model) path.
+        backbone: as for :func:`UperNet`. Defaults to `"convnext_tiny"`.
+        classes: int. Classes of the checkpoint's head. Defaults to `150`.
+        **kwargs: the other arguments of :func:`UperNet` (`input_shape`, `auxiliary`, `name`, …).
+
+    Returns:
+        The loading summary (``layout``, ``assigned``, ``ignored``, ``metadata``) with ``output``.
+    """
+    from keras_visrec.converters.loading import load_checkpoint_into_model
+    from keras_visrec.files import atomic_path
+
+    output = str(output)
+    if not output.endswith((".weights.h5", ".keras")):
+        raise ValueError(f"`output` must end with .weights.h5 or .keras; received output={output!r}.")
+    if "weights" in kwargs or "backbone_weights" in kwargs:
+        raise ValueError("convert_checkpoint loads `checkpoint` itself; do not pass `weights` / `backbone_weights`.")
+    model = UperNet(backbone, classes, **kwargs)
+    summary = load_checkpoint_into_model(model, str(checkpoint), include_top=True, family="upernet")
+    with atomic_path(output) as partial:
+        if output.endswith(".weights.h5"):
+            model.save_weights(partial)
+        else:
+            model.save(partial)
+    return {**summary, "output": output}
 
 
 def FPN(

@@ -307,3 +307,22 @@ def test_a_zoo_id_loads_the_cached_official_file_with_the_opt_in(tmp_path, monke
                                  input_shape=(64, 64, 3), channels=16, aux_channels=8)
     x = _images((1, 64, 64, 3), seed=12)
     assert np.abs(np.asarray(model(x)[0]) - _hf_outputs(hf, x)[0]).max() <= TOLERANCE
+
+
+def test_conversion_writes_the_file_only_when_it_succeeded(tmp_path):
+    from keras_visrec.upernet import convert_checkpoint
+
+    path = tmp_path / "upernet.pth"
+    hf = _hf_upernet(1, seed=13)
+    _save_mmseg(hf, path)
+    common = dict(channels=16, aux_channels=8, input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match="classes=5"):
+        convert_checkpoint(path, tmp_path / "bad.weights.h5", dict(depths=DEPTHS, dims=DIMS), 7, **common)
+    assert sorted(os.listdir(tmp_path)) == ["upernet.pth"]  # nothing half-written, no temporary left
+    summary = convert_checkpoint(path, tmp_path / "upernet.keras", dict(depths=DEPTHS, dims=DIMS), CLASSES, **common)
+    assert summary["layout"] == "mmseg" and sorted(os.listdir(tmp_path)) == ["upernet.keras", "upernet.pth"]
+    import keras
+
+    x = _images((1, 64, 64, 3), seed=14)
+    reloaded = keras.models.load_model(tmp_path / "upernet.keras")
+    assert np.abs(np.asarray(reloaded(x)[0]) - _hf_outputs(hf, x)[0]).max() <= TOLERANCE
