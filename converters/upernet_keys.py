@@ -101,7 +101,7 @@ def _split(state, prefix):
     return inside, {k: v for k, v in state.items() if not k.startswith(prefix)}
 
 
-def convert_dense_backbone(backbone, *, key_prefix="", source="checkpoint"):
+def convert_dense_backbone(backbone, *, key_prefix="", layout=None, source="checkpoint"):
     """Converts a ConvNeXt state dict with output norms (``key_prefix``, e.g. ``backbone.``, stripped).
 
     Returns:
@@ -109,6 +109,7 @@ def convert_dense_backbone(backbone, *, key_prefix="", source="checkpoint"):
         :func:`convnext_keys.convert_state_dict` returns it, with ``output_norm_{s}`` entries for
         the official ``norm{s}`` / transformers ``hidden_states_norms.stage{s+1}`` keys; upstream
         keys (in ``converted`` and ``unmapped``) carry ``key_prefix`` again, as the file names them.
+        ``layout`` (a ConvNeXt layout of ``convnext_keys.LAYOUTS``) is detected when None.
     """
     norms, rest = {}, {}
     for key, value in backbone.items():
@@ -119,7 +120,7 @@ def convert_dense_backbone(backbone, *, key_prefix="", source="checkpoint"):
             norms.setdefault(f"output_norm_{stage}", {})[slot] = (np.asarray(value, np.float32), key)
         else:
             rest[key] = value
-    layout = detect_layout(rest, source=source)
+    layout = layout or detect_layout(rest, source=source)
     converted, unmapped = convert_state_dict(rest, layout, source=source)
     converted.update(norms)
     converted = {suffix: {slot: (value, key_prefix + key) for slot, (value, key) in slots.items()}
@@ -203,6 +204,12 @@ def _check_classes(model, converted, source):
             )
 
 
+def _require_strict(strict, source):
+    if not strict:
+        raise ValueError(f"{source}: dense-prediction checkpoints load strictly (every layer filled, every key "
+                         "used or reported by name); strict=False is not supported here.")
+
+
 def _model_suffixes(model):
     prefix = model.name + "_"
     return {layer.name[len(prefix):] for layer in model.layers if layer.weights and layer.name.startswith(prefix)}
@@ -217,6 +224,7 @@ def load_upernet(model, state, *, include_top=True, source="checkpoint", strict=
         A summary: ``layout``, ``backbone_layout``, ``assigned``, ``ignored`` (keys left out by name:
         an auxiliary head the model does not have, BN step counters), ``metadata``.
     """
+    _require_strict(strict, source)
     metadata = checkpoint_metadata(state)
     state = unwrap_state_dict(state, source=source)
     layout = layout or _detect_upernet_layout(state, source)
@@ -251,6 +259,7 @@ def load_fpn(model, state, *, include_top=True, source="checkpoint", strict=True
     The detection heads (``rpn_head.*``, ``roi_head.*``, …) are left out and summarised in
     ``left_out``; their key names are in ``ignored``.
     """
+    _require_strict(strict, source)
     metadata = checkpoint_metadata(state)
     state = unwrap_state_dict(state, source=source)
     backbone, rest = _split(state, "backbone.")
@@ -298,7 +307,9 @@ def load_dense_convnext(model, state, *, include_top, source="checkpoint", stric
             return _load_convnext(model, state, include_top=include_top, source=source, strict=strict,
                                   layout=layout, prefer_ema=prefer_ema, **kw)
         backbone, left_out = state, {}
-    converted, unmapped, backbone_layout, _ = convert_dense_backbone(backbone, key_prefix=key_prefix, source=source)
+    _require_strict(strict, source)
+    converted, unmapped, backbone_layout, _ = convert_dense_backbone(backbone, key_prefix=key_prefix, layout=layout,
+                                                                     source=source)
     ignored, initialised = [], []
     for suffix in [s for s in converted if s.startswith("output_norm_") and s not in suffixes]:
         ignored.extend(key for _, key in converted.pop(suffix).values())

@@ -166,6 +166,8 @@ def test_inference_model_loads_and_reports_the_auxiliary_head(tmp_path):
     summary = load_checkpoint_into_model(no_aux, path, include_top=True, family="upernet")
     assert "auxiliary_head.conv_seg.weight" in summary["ignored"]
     assert np.abs(np.asarray(no_aux(x)) - reference[0]).max() <= TOLERANCE
+    with pytest.raises(ValueError, match="load strictly"):
+        load_checkpoint_into_model(no_aux, path, include_top=True, family="upernet", strict=False)
 
 
 def test_classes_disagreeing_with_the_head_is_one_error_naming_classes_and_the_file(tmp_path):
