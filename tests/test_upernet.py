@@ -102,6 +102,14 @@ def test_contract_outputs_names_inference_model_and_reload(tmp_path):
     assert len(single.outputs) == 1 and "upernet_auxiliary_0_conv" not in {layer.name for layer in single.layers}
 
 
+def test_unknown_input_size_computes_what_a_static_model_computes():
+    dynamic = kv.UperNet(TINY, 5, input_shape=(None, None, 3), auxiliary=False, **HEADS)
+    static = kv.UperNet(TINY, 5, input_shape=(96, 160, 3), auxiliary=False, **HEADS)
+    static.set_weights(dynamic.get_weights())
+    x = np.random.default_rng(5).uniform(0, 255, (1, 96, 160, 3)).astype("float32")
+    np.testing.assert_allclose(dynamic.predict(x, verbose=0), static.predict(x, verbose=0), atol=1e-5)
+
+
 def test_training_mode_uses_dropout_and_batch_statistics():
     model = _tiny(dropout=0.5, drop_path_rate=0.2)
     x = _images(4)
