@@ -90,3 +90,8 @@ def load_checkpoint_into_model(model, path, *, include_top, family="convnext", l
     state = load_pytorch_checkpoint(path)
     return _FAMILY_LOADERS[family](model, state, include_top=include_top, source=path, strict=strict,
                                    layout=layout, prefer_ema=prefer_ema)
+
+
+# Dense-prediction layouts (UperNet, FPN, mmdet / mmseg backbones) register their loaders, and
+# extend the ConvNeXt one, from their own key-map module; it needs the names above, so it comes last.
+from keras_visrec.converters import upernet_keys  # noqa: E402,F401

@@ -67,6 +67,7 @@ __all__ = [
     "UperNetConvNeXtTiny",
     "UperNetConvNeXtXLarge",
     "backbone_spec",
+    "convert_checkpoint",
     "drop_auxiliary",
 ]
 
@@ -329,9 +330,9 @@ def UperNet(
         drop_path_rate = spec.get("drop_path_rate", official) if spec["model"] is not None else official
     validate_rate(drop_path_rate, "drop_path_rate")
     input_shape = validate_input_shape(input_shape, default=(512, 512, 3), multiple=32, arch=name)
-    _validate_upernet_weights(weights, arch=arch or name, classes=classes)
     if backbone_weights is not None and weights is not None:
         raise ValueError("Pass `weights` (the whole model) or `backbone_weights` (the backbone only), not both.")
+    _validate_upernet_weights(weights, arch=arch or name, classes=classes)
 
     inputs = keras.Input(shape=input_shape, name="image")
     features = _build_backbone(inputs, spec, name=name, include_preprocessing=include_preprocessing,
@@ -353,10 +354,10 @@ def _validate_upernet_weights(weights, *, arch, classes):
     if entry.task != "segmentation":
         raise ValueError(f"Zoo weights {entry.id!r} are {entry.task} weights; UperNet takes segmentation entries "
                          "(keras_visrec.zoo.list_weights(task='segmentation')), or use `backbone_weights=`.")
-    validate_weights_argument(weights, arch=arch, include_top=False, classes=classes)
     if classes != entry.classes:
         raise ValueError(f"Zoo weights {entry.id!r} have a {entry.classes}-class head ({entry.dataset}); pass "
                          f"classes={entry.classes}; received classes={classes}.")
+    validate_weights_argument(weights, arch=arch, include_top=False, classes=classes)
 
 
 def drop_auxiliary(model):
@@ -372,7 +373,43 @@ def drop_auxiliary(model):
         raise ValueError(f"`model` {model.name!r} is not an UperNet with an auxiliary head (its outputs are "
                          f"{[t._keras_history.operation.name for t in model.outputs]}; expected a second output "
                          f"from layer {aux!r}).")
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, model.outputs[0], name=model.name)
+
+
+def convert_checkpoint(checkpoint, output, backbone="convnext_tiny", classes=150, **kwargs):
+    """Converts an official UperNet checkpoint (mmseg or transformers layout) to a Keras file.
+
+    The model is built, filled and checked before anything is written; the file appears at
+    ``output`` only once complete (temporary file + rename), so a failed conversion leaves
+    nothing behind.
+
+    Args:
+        checkpoint: str. The `.pth` / `.bin` / `.safetensors` file.
+        output: str. A `.weights.h5` (weights only, any input size) or `.keras` (the whole model) path.
+        backbone: as for :func:`UperNet`. Defaults to `"convnext_tiny"`.
+        classes: int. Classes of the checkpoint's head. Defaults to `150`.
+        **kwargs: the other arguments of :func:`UperNet` (`input_shape`, `auxiliary`, `name`, …).
+
+    Returns:
+        The loading summary (``layout``, ``assigned``, ``ignored``, ``metadata``) with ``output``.
+    """
+    from keras_visrec.converters.loading import load_checkpoint_into_model
+    from keras_visrec.files import atomic_path
+
+    output = str(output)
+    if not output.endswith((".weights.h5", ".keras")):
+        raise ValueError(f"`output` must end with .weights.h5 or .keras; received output={output!r}.")
+    if "weights" in kwargs or "backbone_weights" in kwargs:
+        raise ValueError("convert_checkpoint loads `checkpoint` itself; do not pass `weights` / `backbone_weights`.")
+    model = UperNet(backbone, classes, **kwargs)
+    summary = load_checkpoint_into_model(model, str(checkpoint), include_top=True, family="upernet")
+    with atomic_path(output) as partial:
+        if output.endswith(".weights.h5"):
+            model.save_weights(partial)
+        else:
+            model.save(partial)
+    return {**summary, "output": output}
 
 
 def FPN(
@@ -420,14 +457,17 @@ def FPN(
         raise ValueError(f"`num_outs` must be at least 4 (P2–P5, one per stage); received num_outs={num_outs}.")
     validate_rate(drop_path_rate, "drop_path_rate")
     input_shape = validate_input_shape(input_shape, multiple=32, arch=name)
-    kind, entry = resolve_weights(weights, arch=name)
-    if kind == "zoo" and entry.task != "detection":
-        raise ValueError(f"Zoo weights {entry.id!r} are {entry.task} weights; FPN takes detection entries "
-                         "(keras_visrec.zoo.list_weights(task='detection')), or use `backbone_weights=`.")
-    if kind == "zoo":
-        validate_weights_argument(weights, arch=entry.arch, include_top=False, classes=entry.classes)
     if backbone_weights is not None and weights is not None:
         raise ValueError("Pass `weights` (backbone and neck) or `backbone_weights` (the backbone only), not both.")
+    kind, entry = resolve_weights(weights, arch=name)
+    if kind == "zoo":
+        if entry.task != "detection":
+            raise ValueError(f"Zoo weights {entry.id!r} are {entry.task} weights; FPN takes detection entries "
+                             "(keras_visrec.zoo.list_weights(task='detection')), or use `backbone_weights=`.")
+        if spec["arch"] is not None and spec["arch"] != entry.arch:
+            raise ValueError(f"Zoo weights {entry.id!r} are for a {entry.arch} backbone; received "
+                             f"backbone={backbone!r}. Use keras_visrec.FPN({entry.arch!r}, weights={entry.id!r}).")
+        validate_weights_argument(weights, arch=entry.arch, include_top=False, classes=entry.classes)
 
     inputs = keras.Input(shape=input_shape, name="image")
     features = _build_backbone(inputs, spec, name=name, include_preprocessing=include_preprocessing,

@@ -6,9 +6,10 @@ Bin ``i`` of ``n`` over a side of ``L`` pixels covers ``[floor(i·L/n), ceil((i+
 (bins 1, 2, 3, 6) pool this way; at a 512² input, ConvNeXt's last stage is 16², where 3 and 6
 do not divide.
 
-The layer emits what exports well (see ``keras_visrec.tflite``): one ``AVERAGE_POOL_2D`` when
-the bins divide the input evenly, else a product with a constant averaging matrix (one
-``FULLY_CONNECTED`` per spatial axis in TFLite, which XNNPACK and the Edge TPU run). Inputs
+The layer emits what exports well (see ``keras_visrec.tflite``): one bin is a spatial ``MEAN``;
+more bins are a product with a constant averaging matrix per spatial axis (``TRANSPOSE`` +
+``FULLY_CONNECTED`` in TFLite), exact whether or not the bins divide the input. XNNPACK runs
+these in fp32 and int8 — it has no int8 ``AVERAGE_POOL_2D`` — and the Edge TPU maps them. Inputs
 with unknown height or width build the same matrix from the runtime shape with ``keras.ops``.
 """
 
@@ -72,9 +73,8 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
     def call(self, inputs):
         bins_h, bins_w = self.output_size
         height, width = inputs.shape[1], inputs.shape[2]
-        if height is not None and width is not None and height % bins_h == 0 and width % bins_w == 0:
-            window = (height // bins_h, width // bins_w)
-            return ops.average_pool(inputs, window, strides=window, padding="valid")
+        if self.output_size == (1, 1):
+            return ops.mean(inputs, axis=(1, 2), keepdims=True)
         dtype = inputs.dtype
         if height is not None:
             rows = ops.convert_to_tensor(adaptive_pool_matrix(height, bins_h), dtype)
