@@ -116,17 +116,15 @@ def test_evaluate_names_a_bad_mask(tmp_path, make_ade20k):
         evaluate_segmentation(_constant_model(150, 0), str(tmp_path), mode="whole", progress=False)
 
 
-def test_published_miou_from_the_catalogue(monkeypatch):
-    import dataclasses
-
-    from keras_visrec.zoo import catalogue
-
-    base = next(iter(catalogue.load_catalogue().values()))
-    entry = dataclasses.replace(base, id="upernet_convnext_tiny.fb_in1k_512", task="segmentation", dataset="ade20k",
-                                metrics={"miou": 46.0, "miou_ms": 46.7}, metrics_source="official README")
-    monkeypatch.setattr(catalogue, "get_weights", lambda zoo_id: entry)
-    assert published_miou(entry.id) == (46.0, f"{entry.id} metrics['miou'], official README")
-    assert published_miou(entry.id, multi_scale=True)[0] == 46.7
-    monkeypatch.setattr(catalogue, "get_weights", lambda zoo_id: dataclasses.replace(entry, metrics={}))
-    value, why = published_miou(entry.id)
+def test_published_miou_from_the_catalogue(tmp_path, make_ade20k):
+    zoo_id = "upernet_convnext_tiny.fb_in1k_ade20k_512"
+    value, where = published_miou(zoo_id)
+    assert value == 46.0 and zoo_id in where  # the official README's single-scale mIoU
+    assert published_miou(zoo_id, multi_scale=True)[0] == 46.7
+    value, why = published_miou("convnext_tiny.fb_in1k")
     assert value is None and "publishes no 'miou'" in why
+    make_ade20k(str(tmp_path))
+    result = evaluate_segmentation(_constant_model(150, 0), str(tmp_path), zoo_id=zoo_id, mode="whole",
+                                   ratios=(0.5, 1.0), progress=False)
+    assert result.published_miou == 46.7  # two ratios: the multi-scale figure
+    assert "delta" in result.summary()
