@@ -19,7 +19,8 @@ for ``model.fit``.
   Its labels are mapped by name onto the ADE20K-150 ids; every pixel outside those objects (walls,
   floors, sky … and unlabelled) is ignored, so mIoU on it is *not* the benchmark's figure
   (``source.benchmark`` is False). tfds calls the validation images ``test``.
-* ``digits``: the digit canvases of :mod:`keras_visrec.data.digit_segmentation` (11 classes).
+* ``digits``: the digit canvases of :mod:`keras_visrec.data.digit_segmentation` (11 classes), as
+  the demo trains on them (:data:`DIGIT_TASK`).
 
 Labels ≥ ``classes`` other than 255 stop the pipeline with an error naming the file.
 """
@@ -34,7 +35,7 @@ from keras_visrec.recipe.transforms import decode_image
 from keras_visrec.segmentation.metrics import IGNORE_LABEL
 
 __all__ = [
-    "ADE20K_CLASSES", "ADE20K_CLASS_NAMES", "DIGIT_CLASS_NAMES", "SCENE_PARSE150_INSTANCE_NAMES", "SegmentationSource",
+    "ADE20K_CLASSES", "ADE20K_CLASS_NAMES", "DIGIT_CLASS_NAMES", "DIGIT_TASK", "SCENE_PARSE150_INSTANCE_NAMES", "SegmentationSource",
     "list_segmentation_folder", "load_ade20k", "load_digit_canvases", "load_scene_parse150",
     "load_segmentation_data", "load_segmentation_folder", "palette", "reduce_zero_label", "source_from_arrays",
 ]
@@ -72,6 +73,8 @@ SCENE_PARSE150_INSTANCE_NAMES = (
     "glass", "clock", "flag",
 )
 DIGIT_CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
+# the digit canvases of the segmentation demo and its CI task: 32×32, one digit of 20–28 px each
+DIGIT_TASK = dict(size=32, digits_per_canvas=(1, 1), digit_sizes=(20, 24, 28))
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 _ADE_SPLITS = {"train": "training", "training": "training", "validation": "validation", "val": "validation"}
 
@@ -243,14 +246,19 @@ def load_scene_parse150(split="validation", *, data_dir=None):
                               ADE20K_CLASS_NAMES, count, f"tfds scene_parse150[{splits[split]}]", benchmark=False)
 
 
-def load_digit_canvases(split="validation", *, size=64, num_train=512, num_test=128, seed=0):
-    """The digit canvases (:func:`keras_visrec.data.load_digit_segmentation`) as a source (11 classes)."""
+def load_digit_canvases(split="validation", *, num_train=512, num_test=128, seed=0, **task):
+    """The digit canvases (:func:`keras_visrec.data.load_digit_segmentation`) as a source (11 classes).
+
+    ``task`` overrides :data:`DIGIT_TASK` (the demo's 32×32 canvases with one digit each), e.g.
+    ``size=64, digits_per_canvas=(1, 3)`` for the ADP-C canvases.
+    """
     from keras_visrec.data.digit_segmentation import DIGIT_SEGMENTATION_CLASSES, load_digit_segmentation
 
-    train, test = load_digit_segmentation(size=size, num_train=num_train, num_test=num_test, seed=seed)
+    task = {**DIGIT_TASK, **task}
+    train, test = load_digit_segmentation(num_train=num_train, num_test=num_test, seed=seed, **task)
     images, labels = train if split in ("train", "training") else test
     return source_from_arrays(images, labels, DIGIT_SEGMENTATION_CLASSES, DIGIT_CLASS_NAMES,
-                              f"digit canvases {size}×{size} [{split}]")
+                              f"digit canvases {task['size']}×{task['size']} [{split}]")
 
 
 def source_from_arrays(images, labels, classes, class_names=(), description="arrays"):
@@ -263,7 +271,7 @@ def source_from_arrays(images, labels, classes, class_names=(), description="arr
     return SegmentationSource(dataset, int(classes), tuple(class_names), len(images), description)
 
 
-def load_segmentation_data(data, split="validation", *, data_dir=None, classes=None, reduce_zero=None, size=64):
+def load_segmentation_data(data, split="validation", *, data_dir=None, classes=None, reduce_zero=None):
     """A source from a name: ``"digits"``, ``"scene_parse150"`` (tfds), or a folder.
 
     A folder with ``images/`` and ``annotations/`` is read as ADE20K (150 classes, zero reduced)
@@ -275,13 +283,12 @@ def load_segmentation_data(data, split="validation", *, data_dir=None, classes=N
         data_dir: str or None. tfds data directory.
         classes: int or None. Classes of a folder's labels. `None`: ADE20K's 150.
         reduce_zero: bool or None. `None`: on for ADE20K (``classes`` None), off otherwise.
-        size: int. Digit canvas side. Defaults to `64`.
     """
     if not isinstance(data, (str, os.PathLike)) or not os.fspath(data):
         raise ValueError(f"`data` must be 'digits', 'scene_parse150' or a folder; received data={data!r}.")
     data = os.fspath(data)
     if data == "digits":
-        return load_digit_canvases(split, size=size)
+        return load_digit_canvases(split)
     if data.split(":")[0] == "scene_parse150":
         return load_scene_parse150(split, data_dir=data_dir)
     if os.path.isdir(data):
