@@ -24,6 +24,7 @@ from keras_visrec.converters.pytorch_reader import Record
 
 __all__ = [
     "KeyMismatchError",
+    "load_convnext_checkpoint",
     "LAYOUTS",
     "assign_state_dict",
     "conv_kernel",
@@ -371,3 +372,14 @@ def assign_state_dict(model, converted, *, include_top, prefix=None, source="che
         for variable, value in values:
             variable.assign(value.astype(variable.dtype, copy=False))
     return {"assigned": [name for name, _ in plan], "ignored": ignored}
+
+
+def load_convnext_checkpoint(model, state, *, include_top, source="checkpoint", strict=True, layout=None,
+                             prefer_ema=False):
+    """The ConvNeXt classification loader: unwraps a checkpoint, maps its layout's keys, fills ``model``."""
+    state, found = unwrap_checkpoint(state, prefer_ema=prefer_ema, source=source)
+    layout = layout or detect_layout(state, source=source)
+    converted, unmapped = convert_state_dict(state, layout, source=source)
+    summary = assign_state_dict(model, converted, include_top=include_top, source=source, unmapped=unmapped)
+    summary.update(layout=layout, **found)
+    return summary

@@ -14,9 +14,8 @@ import logging
 import os
 
 from keras_visrec.converters import anytime
-from keras_visrec.converters.convnext_keys import (
-    assign_state_dict, convert_state_dict, detect_layout, unwrap_checkpoint,
-)
+from keras_visrec.converters import upernet_keys
+from keras_visrec.converters.convnext_keys import assign_state_dict
 from keras_visrec.converters.keras_applications import convert_keras_applications_h5
 from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
 
@@ -40,22 +39,17 @@ def family_loaders():
     return sorted(_FAMILY_LOADERS)
 
 
-def _load_convnext(model, state, *, include_top, source, strict=True, layout=None, prefer_ema=False):
-    state, found = unwrap_checkpoint(state, prefer_ema=prefer_ema, source=source)
-    layout = layout or detect_layout(state, source=source)
-    converted, unmapped = convert_state_dict(state, layout, source=source)
-    summary = assign_state_dict(model, converted, include_top=include_top, source=source, unmapped=unmapped)
-    summary.update(layout=layout, **found)
-    return summary
-
-
 def _load_anytime(model, state, *, include_top, source, strict=True, **_):
     report = anytime.convert_anytime_state_dict(state, model, strict=strict)
     return {"layout": "anytime", "assigned": report["loaded"], "ignored": report["unused"],
             "missing": report["missing"]}
 
 
-register_family_loader(("convnext", "convnext_v2", "convnext_isotropic"), _load_convnext)
+# The ConvNeXt families go through the dense-prediction loader, which hands classification files
+# on to load_convnext_checkpoint and reads mmseg / mmdet backbones and output norms itself.
+register_family_loader(upernet_keys.CONVNEXT_FAMILIES, upernet_keys.load_dense_convnext)
+register_family_loader("upernet", upernet_keys.load_upernet)
+register_family_loader("fpn", upernet_keys.load_fpn)
 register_family_loader(("hrnet", "adpc"), _load_anytime)
 
 

@@ -53,6 +53,11 @@ _LAZY = {
     "load_tflite": "keras_visrec.tflite.runtime",
     "analyze_tflite": "keras_visrec.tflite.report",
     "profile_tflite": "keras_visrec.tflite.profile",
+    # --- UperNet segmentation, FPN neck (ConvNeXt for dense prediction) ---
+    **{name: "keras_visrec.upernet" for name in (
+        "UperNet", "FPN", "UperNetConvNeXtTiny", "UperNetConvNeXtSmall", "UperNetConvNeXtBase",
+        "UperNetConvNeXtLarge", "UperNetConvNeXtXLarge",
+    )},
     # --- ADP-C / HRNet ---
     **{name: "keras_visrec.hrnet" for name in (
         "HRNetV2", "HRNetV2W18SmallV2", "HRNetV2W18", "HRNetV2W32", "HRNetV2W48",
@@ -76,7 +81,7 @@ _LAZY = {
 }
 
 _SUBMODULES = ("layers", "convnext", "flops", "models", "presets", "registry", "weights", "zoo", "converters", "tflite",
-               "adpc", "hrnet", "pruning", "cifar", "recipe", "training", "data", "cli")
+               "adpc", "hrnet", "upernet", "segmentation", "pruning", "cifar", "recipe", "training", "data", "cli")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 
@@ -101,7 +106,7 @@ def __dir__():
 # modules run on every backend; the tf.data evaluation layer (recipe.transforms) registers here on
 # the TensorFlow backend and elsewhere when it is imported.
 _REGISTERING = ("keras_visrec.layers", "keras_visrec.cifar", "keras_visrec.adpc", "keras_visrec.recipe.optim",
-                "keras_visrec.recipe.schedule", "keras_visrec.segmentation")
+                "keras_visrec.recipe.schedule", "keras_visrec.segmentation", "keras_visrec.segmentation.training")
 
 
 def _registering():

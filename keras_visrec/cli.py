@@ -24,6 +24,7 @@ COMMAND_MODULES = {
     "keras_visrec.adpc.cli": ("adpc-eval",),
     "keras_visrec.pruning.cli": ("prune-study",),
     "keras_visrec.recipe.cli": ("finetune", "eval"),
+    "keras_visrec.segmentation.cli": ("seg-eval", "seg-predict", "seg-demo"),
 }
 
 

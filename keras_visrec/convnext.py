@@ -13,6 +13,12 @@ pruning, exits and exporters find weights by them:
     {name}_stage_{s}_block_{b}_{depthwise_conv, layernorm, pointwise_conv_1, grn,
                                  pointwise_conv_2, layer_scale, drop_path, add}
 
+With ``features_only=True, output_norms=True`` each stage output passes a LayerNorm first, as in
+the official dense-prediction backbones (``norm0`` … ``norm3`` of facebookresearch/ConvNeXt
+``semantic_segmentation/`` and ``object_detection/``, ``hidden_states_norms`` in transformers):
+
+    {name}_output_norm_{s}                    s = 0 … 3
+
 ``pointwise_conv_1`` carries the GELU (a :class:`~keras_visrec.layers.PointwiseDense` with
 ``activation="gelu"``) so TensorFlow fuses matmul, bias and GELU on CPU; inside
 ``keras_visrec.layers.exportable()`` both pointwise layers are 1×1 ``Conv2D`` layers instead.
@@ -38,6 +44,7 @@ from keras_visrec.weights import load_weights, validate_weights_argument
 __all__ = [
     "CONVNEXT_CONFIGS",
     "ConvNeXt",
+    "pyramid_outputs",
     "ConvNeXtAtto", "ConvNeXtFemto", "ConvNeXtPico", "ConvNeXtNano", "ConvNeXtTiny",
     "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge",
     "ConvNeXtIsotropicSmall", "ConvNeXtIsotropicBase", "ConvNeXtIsotropicLarge",
@@ -73,7 +80,8 @@ CONVNEXT_CONFIGS = {
 }
 
 def _validate(arch, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
-              drop_path_rate, layer_scale_init_value, head_init_scale, features_only, isotropic, name):
+              drop_path_rate, layer_scale_init_value, head_init_scale, features_only, isotropic, name,
+              output_norms=False):
     """Checks every user argument before anything is built; returns ``(input shape, classes)``."""
     validate_name(name)
     classes = validate_classes(classes)
@@ -92,6 +100,9 @@ def _validate(arch, include_top, weights, input_tensor, input_shape, pooling, cl
         raise ValueError(f"`head_init_scale` must be a positive float; received head_init_scale={head_init_scale!r}.")
     if features_only and include_top:
         raise ValueError("`features_only=True` returns the stage outputs and needs `include_top=False`.")
+    if output_norms and not features_only:
+        raise ValueError("`output_norms=True` normalises the stage outputs of `features_only=True` models; "
+                         f"received output_norms={output_norms!r} with features_only={features_only!r}.")
     input_shape = validate_input_shape(
         input_shape, input_tensor=input_tensor, default=(224, 224, 3) if include_top else (None, None, 3),
         multiple=16 if isotropic else 32, arch=arch,
@@ -146,6 +157,7 @@ def ConvNeXt(
     layer_scale_init_value=1e-6,
     head_init_scale=1.0,
     features_only=False,
+    output_norms=False,
     name="convnext",
 ):
     """Builds a ConvNeXt from its stage ``depths`` and ``dims`` (the generic builder).
@@ -163,7 +175,7 @@ def ConvNeXt(
     arch = _registered_arch(depths, dims, isotropic, use_grn) or name
     input_shape, classes = _validate(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
                                      classifier_activation, drop_path_rate, layer_scale_init_value,
-                                     head_init_scale, features_only, isotropic, name)
+                                     head_init_scale, features_only, isotropic, name, output_norms)
     inputs, source_inputs = model_inputs(input_tensor, input_shape)
 
     x = inputs
@@ -185,7 +197,7 @@ def ConvNeXt(
             x = _block(x, dim, prefix=f"{name}_stage_{stage}_block_{block}",
                        drop_path=rates[block_index], layer_scale=layer_scale_init_value, use_grn=use_grn)
             block_index += 1
-        features.append(x)
+        features.append(LayerNorm(epsilon=1e-6, name=f"{name}_output_norm_{stage}")(x) if output_norms else x)
 
     if features_only:
         outputs = features
@@ -207,9 +219,50 @@ def ConvNeXt(
         outputs = LayerNorm(epsilon=1e-6, name=f"{name}_head_layernorm")(x)
 
     model = keras.Model(source_inputs, outputs, name=name)
+    if features_only:
+        model.pyramid_outputs = pyramid_outputs(model)
     if weights is not None:
-        load_weights(model, weights, arch=arch, include_top=include_top and not features_only, classes=classes)
+        load_weights(_weights_target(model, weights, arch, output_norms), weights, arch=arch,
+                     include_top=include_top and not features_only, classes=classes)
     return model
+
+
+def _weights_target(model, weights, arch, output_norms):
+    """The model ``weights`` load into: with output norms and keras.applications' classification
+    files (which have none), the same layers without the norms, so the norms keep their initial
+    values as the official dense-prediction code starts (PyTorch files are handled by the key map)."""
+    if not output_norms:
+        return model
+    from keras_visrec.weights import resolve_weights
+
+    kind, entry = resolve_weights(weights, arch=arch)
+    if kind != "zoo" or entry.format != "keras_h5":
+        return model
+    stages = [layer.input for layer in model.layers if layer.name.startswith(f"{model.name}_output_norm_")]
+    return keras.Model(model.inputs, stages, name=model.name)
+
+
+def pyramid_outputs(model):
+    """keras-hub's ``pyramid_outputs`` of a ``features_only`` ConvNeXt: ``{"P2": …, "P5": …}``.
+
+    ``P{k}`` is the stage output at stride ``2**k`` (stages 0–3 → P2–P5; an isotropic model's
+    one stride-16 output → P4), the same Keras tensors as ``model.outputs``. Works on a model
+    reloaded from a ``.keras`` file too (the mapping is rebuilt from its outputs).
+
+    Examples:
+
+    >>> backbone = keras_visrec.ConvNeXtAtto(include_top=False, features_only=True)
+    >>> sorted(keras_visrec.convnext.pyramid_outputs(backbone))
+    ['P2', 'P3', 'P4', 'P5']
+    """
+    outputs = list(model.outputs)
+    if len(outputs) == 4:
+        return {f"P{level + 2}": tensor for level, tensor in enumerate(outputs)}
+    if len(outputs) == 1 and len(outputs[0].shape) == 4:
+        return {"P4": outputs[0]}
+    raise ValueError(f"`model` {model.name!r} is not a features_only ConvNeXt (it has {len(outputs)} outputs of "
+                     f"shapes {[tuple(t.shape) for t in outputs]}); build it with include_top=False, "
+                     "features_only=True.")
 
 
 def _build(arch, **kwargs):
@@ -252,7 +305,11 @@ _DOC = """Instantiates the {title} architecture.
             from scratch heads, as the paper does). Defaults to `1.0`.
         features_only: bool. Return the stage outputs (strides 4/8/16/32, or one stride-16
             output for isotropic models) as a list instead of a classifier, for dense
-            prediction. Needs `include_top=False`. Defaults to `False`.
+            prediction; `model.pyramid_outputs` maps them as `{{"P2": …, "P5": …}}` (keras-hub).
+            Needs `include_top=False`. Defaults to `False`.
+        output_norms: bool. With `features_only`, pass each stage output through a LayerNorm,
+            as the official segmentation and detection backbones do (their `norm0`…`norm3`).
+            Defaults to `False`.
         name: str. Model name and prefix of every layer name. Defaults to `"{arch}"`.
 
     Returns:
@@ -283,6 +340,7 @@ def _make_builder(builder_name, arch, title):
         layer_scale_init_value=_DEFAULT,
         head_init_scale=1.0,
         features_only=False,
+        output_norms=False,
         name=arch,
     ):
         return _build(
@@ -290,7 +348,7 @@ def _make_builder(builder_name, arch, title):
             input_shape=input_shape, pooling=pooling, classes=classes,
             classifier_activation=classifier_activation, include_preprocessing=include_preprocessing,
             drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value,
-            head_init_scale=head_init_scale, features_only=features_only, name=name,
+            head_init_scale=head_init_scale, features_only=features_only, output_norms=output_norms, name=name,
         )
 
     version2 = config.get("grn", False)

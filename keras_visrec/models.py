@@ -15,6 +15,7 @@ FAMILY_MODULES = (
     "keras_visrec.convnext",
     "keras_visrec.hrnet",
     "keras_visrec.cifar",
+    "keras_visrec.upernet",
 )
 
 _imported = False

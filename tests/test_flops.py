@@ -93,3 +93,58 @@ def test_report_table_lists_layers_largest_first():
     assert values == sorted(values, reverse=True)
     assert report.select(lambda name: "stage_2" in name) > 0
     assert int(report) == report.total and np.isclose(report.gmacs, report.total / 1e9)
+
+
+# ---- mmcv's convention (get_model_complexity_info), as the ConvNeXt paper's UperNet FLOPs ----------
+
+def test_mmcv_convention_counts_what_mmcv_1x_counts():
+    inputs = keras.Input((8, 8, 3))
+    x = kv.layers.ImageNetNormalization(name="norm_in")(inputs)  # data preprocessing: 0
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(x)  # 3*3*3*4*64 + bias 4*64
+    x = keras.layers.BatchNormalization(name="bn")(x)  # affine: 2 * 4*64
+    x = keras.layers.ReLU(name="relu")(x)  # 4*64
+    y = keras.layers.Conv2D(4, 1, use_bias=False, activation="relu", name="conv_relu")(x)  # 4*4*64 + relu 4*64
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(y)  # 3*3*4*64 + bias 4*64
+    y = kv.layers.LayerNorm(name="convnext_ln")(y)  # ConvNeXt's own LayerNorm module: 0
+    y = keras.layers.LayerNormalization(name="nn_ln")(y)  # nn.LayerNorm, affine: 2 * 4*64
+    y = keras.layers.Dense(6, activation="gelu", name="linear")(y)  # nn.Linear: 4*64*6, no bias, GELU 0
+    p = kv.layers.AdaptiveAveragePooling2D(3, name="adaptive")(y)  # input elements 6*64
+    p = kv.layers.Resize(name="resize")([p, y])  # F.interpolate: 0
+    z = keras.layers.Concatenate(name="cat")([y, p])  # 0
+    z = keras.layers.MaxPooling2D(2, name="maxpool")(z)  # input elements 12*64
+    z = keras.layers.UpSampling2D(2, name="upsample")(z)  # nn.Upsample: output elements 12*64
+    model = keras.Model(inputs, z)
+    expected = {
+        "norm_in": 0, "conv": 108 * 64 + 4 * 64, "bn": 2 * 256, "relu": 256, "conv_relu": 16 * 64 + 256,
+        "dw": 36 * 64 + 256, "convnext_ln": 0, "nn_ln": 2 * 256, "linear": 24 * 64, "adaptive": 6 * 64,
+        "resize": 0, "cat": 0, "maxpool": 12 * 64, "upsample": 12 * 64,
+    }
+    report = kv.count_flops(model, convention="mmcv")
+    assert {name: report.by_layer()[name] for name in expected} == expected
+    assert report.total == sum(expected.values()) and report.convention == "mmcv"
+    assert "MFLOPs" in report.table() and "FLOPs (mmcv)" in str(report)
+    # the MAC convention on the same model: conv weights only
+    assert kv.count_flops(model).total == 108 * 64 + 16 * 64 + 36 * 64 + 24 * 64
+    with pytest.raises(ValueError, match="convention"):
+        kv.count_flops(model, convention="ptflops")
+
+
+def test_mmcv_convention_on_the_convnext_block_layer_adds_the_depthwise_bias():
+    inputs = keras.Input((8, 8, 16))
+    model = keras.Model(inputs, kv.layers.ConvNeXtBlock()(inputs))
+    assert kv.count_flops(model, convention="mmcv").total == kv.count_flops(model).total + 16 * 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size, paper", [("tiny", 939), ("small", 1027), ("base", 1170)])
+def test_upernet_at_512x2048_has_the_papers_gflops(size, paper):
+    """mmseg's get_flops: forward_dummy = backbone + decode head (no auxiliary head), mmcv's counter."""
+    from keras_visrec.upernet import drop_auxiliary
+
+    model = kv.get_model(f"upernet_convnext_{size}", input_shape=(512, 2048, 3))
+    report = kv.count_flops(drop_auxiliary(model), convention="mmcv")
+    print(f"UperNet-ConvNeXt-{size} at 512x2048: {report.gflops:.2f} GFLOPs (mmcv), paper {paper}; "
+          f"{kv.count_flops(drop_auxiliary(model)).gmacs:.2f} GMACs")
+    assert abs(report.gflops - paper) / paper < 0.01
+    with_aux = kv.count_flops(model, convention="mmcv")
+    assert with_aux.total - report.total == with_aux.select(lambda name: "auxiliary" in name) > 0

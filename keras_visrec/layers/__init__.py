@@ -6,6 +6,7 @@ without ``custom_objects``.
 """
 
 from keras_visrec.layers.activation import GELU, gelu_tanh, gelu_tanh_cubic
+from keras_visrec.layers.adaptive_pooling import AdaptiveAveragePooling2D
 from keras_visrec.layers.convnext_block import ConvNeXtBlock
 from keras_visrec.layers.drop_path import StochasticDepth
 from keras_visrec.layers.exportable import exportable, gelu_form, is_exportable, make_gelu, make_pointwise, set_exportable
@@ -15,8 +16,10 @@ from keras_visrec.layers.layer_norm import LayerNorm
 from keras_visrec.layers.layer_scale import LayerScale
 from keras_visrec.layers.pointwise import PointwiseDense
 from keras_visrec.layers.preprocessing import ImageNetNormalization
+from keras_visrec.layers.resize import Resize
 
 __all__ = [
+    "AdaptiveAveragePooling2D",
     "ConvNeXtBlock",
     "GELU",
     "GRN",
@@ -24,6 +27,7 @@ __all__ = [
     "LayerNorm",
     "LayerScale",
     "PointwiseDense",
+    "Resize",
     "StochasticDepth",
     "exportable",
     "fused_training",
