@@ -10,12 +10,13 @@ Per batch size (default 1 and 4), fp32:
   (ours ``train_on_batch`` with ``SegmentationLoss``; transformers' own loss with ``labels=``).
 
 The torch anchor runs in a child process started once (``--torch-python``, default this
-interpreter), driven round by round so the two frameworks alternate on the same cores; each round
-times every contender ``--repeats`` times after warm-up. Best and median over all rounds are
+interpreter), driven round by round so the two frameworks alternate on the same cores (the order
+alternates too); each round times every contender ``--repeats`` times, after ``--warmup`` untimed
+calls in the first round (tracing, allocator, oneDNN primitive caches). Best and median over all rounds are
 printed with the ratios ours / anchor. Then the peak RSS of a fresh process that builds the model
 and runs one training step at 512×512, batch 2, for each framework.
 
-    python bench/segmentation.py [--rounds 3] [--repeats 3] [--batches 1,4] [--threads N]
+    python bench/segmentation.py [--rounds 3] [--repeats 2] [--warmup 1] [--batches 1,4] [--threads N]
                                  [--size 512] [--torch-python PATH] [--skip-train] [--skip-rss]
 """
 
@@ -179,9 +180,10 @@ def _summary(seconds, batch):
 
 
 def _check(parser, args):
-    if args.rounds < 1 or args.repeats < 1 or args.threads < 1 or args.size < 32 or args.size % 32:
-        parser.error("--rounds, --repeats, --threads must be >= 1 and --size a multiple of 32; received "
-                     f"rounds={args.rounds} repeats={args.repeats} threads={args.threads} size={args.size}")
+    if args.rounds < 1 or args.repeats < 1 or args.threads < 1 or args.warmup < 0 or args.size < 32 or args.size % 32:
+        parser.error("--rounds, --repeats, --threads must be >= 1, --warmup >= 0 and --size a multiple of 32; "
+                     f"received rounds={args.rounds} repeats={args.repeats} threads={args.threads} "
+                     f"warmup={args.warmup} size={args.size}")
     try:
         batches = [int(b) for b in args.batches.split(",")]
     except ValueError:
@@ -200,7 +202,8 @@ def _check(parser, args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per contender per round (default 3)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per contender per round (default 2)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls in the first round (default 1)")
     parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes (default 1,4)")
     parser.add_argument("--size", type=int, default=512, help="input side (default 512)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both frameworks")
@@ -242,7 +245,7 @@ def main():
         for round_index in range(args.rounds):
             for batch in batches:
                 for kind in kinds:
-                    warmup = 2 if round_index == 0 else 1
+                    warmup = args.warmup if round_index == 0 else 0
                     fn = ours[batch][0 if kind == "infer" else 1]
                     order = [("keras_visrec", lambda: _times(fn, args.repeats, warmup)),
                              ("transformers", lambda: child.times(kind, batch, args.repeats, warmup))]
