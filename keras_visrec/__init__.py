@@ -94,7 +94,7 @@ def __dir__():
 
 # Keras finds a custom object by its registered name only once the defining module has run.
 _REGISTERING = ("keras_visrec.layers", "keras_visrec.cifar", "keras_visrec.adpc", "keras_visrec.recipe",
-                "keras_visrec.segmentation")
+                "keras_visrec.segmentation", "keras_visrec.pruning.magnitude")
 for _module in _REGISTERING:
     importlib.import_module(_module)
 del _module
