@@ -137,3 +137,16 @@ def test_export_needs_the_tensorflow_backend(monkeypatch, tmp_path):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(RuntimeError, match="TensorFlow Keras backend.*'jax'"):
         keras_visrec.export_tflite(_model(keras.layers.ReLU()), tmp_path / "m.tflite")
+
+
+@pytest.mark.parametrize("build", [
+    lambda: keras_visrec.cifar.CIFARResNet(8, name="r"),
+    lambda: keras_visrec.cifar.CIFARPreResNet(11, name="p"),
+    lambda: keras_visrec.cifar.CIFARDenseNet(10, growth_rate=4, name="d"),
+])
+def test_cifar_graphs_have_a_rule_for_every_layer(build):
+    model = build()
+    prepared = prepare_graph(model)
+    assert prepared.unruled == {}, prepared.lowered
+    x = np.random.default_rng(1).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(_run(prepared, x), model.predict(x, verbose=0), atol=1e-4)
