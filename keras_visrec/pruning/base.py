@@ -242,22 +242,31 @@ def _output_width(layer):
     return None
 
 
-def renamed_arguments(function, deprecated, renames):
-    """``{new name: value}`` for old argument spellings, each with a DeprecationWarning.
+def renamed_arguments(function, deprecated, renames, *, current, defaults=None):
+    """The arguments' values with their old spellings folded in, each with a DeprecationWarning.
 
     Args:
         function: str. The function's public name, for messages.
         deprecated: dict. The ``**deprecated`` keyword arguments the function received.
         renames: dict ``{old name: new name}`` of the spellings accepted for one release.
+        current: dict ``{new name: value received}``.
+        defaults: dict ``{new name: default}`` (None where absent): a new argument differing
+            from its default counts as given.
+
+    Returns:
+        ``current`` with the old spellings' values in place of their new names.
 
     Raises:
-        TypeError: a keyword that is neither an argument nor a deprecated spelling.
+        TypeError: a keyword that is neither an argument nor a deprecated spelling, or an old
+            spelling given beside its new name.
     """
-    values = {}
+    values, defaults = dict(current), defaults or {}
     for old, value in deprecated.items():
         if old not in renames:
             raise TypeError(f"{function}() got an unexpected keyword argument {old!r}")
         new = renames[old]
+        if values.get(new) is not defaults.get(new) and values.get(new) != defaults.get(new):
+            raise TypeError(f"{function}(): give `{new}=`, not the deprecated `{old}=` as well.")
         warnings.warn(f"`{function}({old}=...)` is deprecated and will be removed in the next release; use "
                       f"`{new}=` instead.", DeprecationWarning, stacklevel=3)
         values[new] = value

@@ -88,11 +88,8 @@ def prune_hrnet_branches(model, ratio=None, *, name=None, **deprecated):
     Returns:
         ``(pruned keras.Model, PruneReport)``.
     """
-    old = renamed_arguments("prune_hrnet_branches", deprecated, {"ratios": "ratio"})
-    if "ratio" in old:
-        if ratio is not None:
-            raise TypeError("Give `ratio`, not the deprecated `ratios` as well.")
-        ratio = old["ratio"]
+    ratio = renamed_arguments("prune_hrnet_branches", deprecated, {"ratios": "ratio"},
+                              current={"ratio": ratio})["ratio"]
     branches = hrnet_branch_layers(model)
     if isinstance(ratio, (list, tuple)):
         if len(ratio) != len(branches):

@@ -80,11 +80,7 @@ def l1_prune(model, ratio=None, *, widths=None, name=None, **deprecated):
     DeprecationWarning: its floats mean `ratio`, its ints >= 1 `widths`. The same holds for an
     int >= 1 inside a `ratio` dict, which can only be such a keep count.
     """
-    old = renamed_arguments("l1_prune", deprecated, {"targets": "ratio"})
-    if "ratio" in old:
-        if ratio is not None:
-            raise TypeError("Give `ratio` (or `widths`), not the deprecated `targets` as well.")
-        ratio = old["ratio"]
+    ratio = renamed_arguments("l1_prune", deprecated, {"targets": "ratio"}, current={"ratio": ratio})["ratio"]
     if isinstance(ratio, dict):
         ratio, counts = _split_keep_counts(ratio, warn="targets" not in deprecated)
         if counts:
@@ -248,11 +244,7 @@ def l1_prune_resnet(model, skip, ratio=None, *, depth=None, name=None, **depreca
     Returns:
         ``(pruned keras.Model, PruneReport)``.
     """
-    old = renamed_arguments("l1_prune_resnet", deprecated, {"ratios": "ratio"})
-    if "ratio" in old:
-        if ratio is not None:
-            raise TypeError("Give `ratio`, not the deprecated `ratios` as well.")
-        ratio = old["ratio"]
+    ratio = renamed_arguments("l1_prune_resnet", deprecated, {"ratios": "ratio"}, current={"ratio": ratio})["ratio"]
     if ratio is None:
         raise TypeError("l1_prune_resnet() needs `ratio` (one float, or one per stage).")
     n = _resnet_n(model, depth)

@@ -468,7 +468,8 @@ def global_magnitude_sparsities(model, ratio=None, layers=None, **deprecated):
     Returns:
         ``{layer name: sparsity}`` whose weighted mean is ``ratio``.
     """
-    ratio = renamed_arguments("global_magnitude_sparsities", deprecated, {"sparsity": "ratio"}).get("ratio", ratio)
+    ratio = renamed_arguments("global_magnitude_sparsities", deprecated, {"sparsity": "ratio"},
+                              current={"ratio": ratio})["ratio"]
     ratio = check_ratio(ratio)
     names = _selected(model, layers)
     kernels = {n: np.abs(keras.ops.convert_to_numpy(model.get_layer(n).kernel)).ravel() for n in names}
@@ -534,11 +535,8 @@ def magnitude_prune(model, train_data=None, *, ratio=0.5, schedule="polynomial",
     >>> pruned, report = magnitude_prune(model, train, ratio=0.8, epochs=2, global_threshold=True)
     >>> print(report)
     """
-    old = renamed_arguments("magnitude_prune", deprecated, {"sparsity": "ratio"})
-    if "ratio" in old:
-        if ratio != 0.5:
-            raise TypeError("Give `ratio`, not the deprecated `sparsity` as well.")
-        ratio = old["ratio"]
+    ratio = renamed_arguments("magnitude_prune", deprecated, {"sparsity": "ratio"}, current={"ratio": ratio},
+                              defaults={"ratio": 0.5})["ratio"]
     if backend not in BACKENDS:
         raise ValueError(f"`backend` must be one of {BACKENDS}; received backend={backend!r}.")
     if schedule not in _SCHEDULES:

@@ -50,7 +50,8 @@ def add_bn_sparsity(model, strength=1e-4, layers=None, **deprecated):
     Returns:
         The names of the penalised BatchNorm layers.
     """
-    strength = renamed_arguments("add_bn_sparsity", deprecated, {"s": "strength"}).get("strength", strength)
+    strength = renamed_arguments("add_bn_sparsity", deprecated, {"s": "strength"}, current={"strength": strength},
+                                 defaults={"strength": 1e-4})["strength"]
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
         raise ValueError(f"`strength` must be a non-negative float; received strength={strength!r}.")
     bns = _batch_norms(model) if layers is None else [model.get_layer(n) for n in layers]

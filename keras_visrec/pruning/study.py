@@ -156,7 +156,8 @@ def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None
     Returns:
         A :class:`StudyResult`.
     """
-    output_dir = renamed_arguments("run_study", deprecated, {"out_dir": "output_dir"}).get("output_dir", output_dir)
+    output_dir = renamed_arguments("run_study", deprecated, {"out_dir": "output_dir"},
+                                   current={"output_dir": output_dir})["output_dir"]
     if not seeds:
         raise ValueError("`seeds` must list at least one seed.")
     build, prune, bn_sparsity = build_method(method, config, width=width, classes=classes, input_shape=input_shape,

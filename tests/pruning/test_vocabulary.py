@@ -105,7 +105,7 @@ def test_old_spellings_warn_and_keep_their_meaning(monkeypatch):
     assert calls == [(("pruned", "train", "test", None), dict(strategy=None, seed=3, verbose=0))]
     with pytest.raises(TypeError, match="unexpected keyword argument 'ratioo'"):
         l1_norm.l1_prune(model, ratioo=0.5)
-    with pytest.raises(TypeError, match="not the deprecated"):
+    with pytest.raises(TypeError, match="not the deprecated `targets=` as well"):
         l1_norm.l1_prune(model, 0.5, targets={"v_conv_0": 0.5})
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*deprecated and will be removed")  # new spellings: no warning
