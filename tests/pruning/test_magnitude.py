@@ -222,6 +222,10 @@ _BACKEND_SCRIPT = textwrap.dedent("""
     mask = keras.ops.convert_to_numpy(wrapper.mask)
     stripped = magnitude.strip_pruning(masked)
     same = float(np.abs(keras.ops.convert_to_numpy(stripped(x[:4])) - keras.ops.convert_to_numpy(masked(x[:4]))).max())
+    masked.save("masked.keras")
+    again = keras.models.load_model("masked.keras")
+    reloaded = float(np.abs(keras.ops.convert_to_numpy(again(x[:4])) - keras.ops.convert_to_numpy(masked(x[:4]))).max())
+    reloaded_step = int(keras.ops.convert_to_numpy(again.get_layer("conv").pruning_step))
     try:
         from keras_visrec.tflite.export import export_tflite
         export_tflite(stripped, "unused.tflite")
@@ -230,7 +234,8 @@ _BACKEND_SCRIPT = textwrap.dedent("""
         export_error = str(error)
     print("RESULT", json.dumps(dict(backend=keras.backend.backend(), sparsity=report.sparsity,
                                     mask_share=float(mask.mean()), kernel_zero_where_masked=bool((kernel[mask == 0] == 0).all()),
-                                    strip_diff=same, export_error=export_error)))
+                                    strip_diff=same, reload_diff=reloaded, reloaded_step=reloaded_step,
+                                    export_error=export_error)))
 """)
 
 
@@ -249,5 +254,5 @@ def test_native_pruning_runs_on_other_keras_backends(backend, tmp_path):
     assert data["sparsity"] == {"conv": pytest.approx(0.5, abs=0.01), "dw": pytest.approx(0.5, abs=0.05),
                                 "head": pytest.approx(0.75, abs=0.01)}
     assert data["mask_share"] == pytest.approx(0.5, abs=0.01) and data["kernel_zero_where_masked"]
-    assert data["strip_diff"] < 1e-5
+    assert data["strip_diff"] < 1e-5 and data["reload_diff"] < 1e-5 and data["reloaded_step"] == 2
     assert "needs the TensorFlow Keras backend" in data["export_error"] and repr(backend) in data["export_error"]

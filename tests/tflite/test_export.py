@@ -72,7 +72,7 @@ def test_depthwise_split_is_exact_and_removes_large_kernels(tiny_model, images):
         output = graph.function(tf.constant(images[:1]))
         output = output[0] if isinstance(output, (list, tuple)) else output
         np.testing.assert_allclose(output.numpy(), expected, atol=1e-4)
-    assert "row-band" in split.lowered["DepthwiseConv2D"]
+    assert "row-band" in split.lowered["DepthwiseConv2D"] and split.unruled == {}  # every layer has a rule
     assert cpu.lowered["Conv2D (k == stride)"] == "SPACE_TO_DEPTH + 1x1 CONV_2D"
     assert len(cpu.float_nodes) == 2 * 9 and not split.float_nodes  # 9 LayerNorms: eps-add and rsqrt each
 
