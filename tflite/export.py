@@ -240,6 +240,9 @@ def _export_signatures(trackable, path, signatures, *, quantization, target, rep
 
 def _signature_feeds(signatures, validation_data):
     """``{signature: {input name: float32 array}}``: the given samples, else 2 standard-normal ones."""
+    if validation_data is not None and not isinstance(validation_data, dict):
+        raise TypeError("With `signatures`, `validation_data` must be {signature: {input name: array}}; received "
+                        f"{type(validation_data).__name__}.")
     rng = np.random.default_rng(0)
     feeds = {}
     for name, function in signatures.items():
@@ -254,8 +257,6 @@ def _signature_feeds(signatures, validation_data):
             else:
                 inputs[spec.name] = rng.standard_normal((2,) + shape[1:]).astype("float32")
         feeds[name] = inputs
-    if validation_data is not None and not isinstance(validation_data, dict):
-        raise TypeError("With `signatures`, `validation_data` must be {signature: {input name: array}}.")
     return feeds
 
 
