@@ -14,6 +14,7 @@ backend :func:`export_tflite` raises one error saying so (train there, export un
 """
 
 import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -214,8 +215,6 @@ def _export_signatures(trackable, path, signatures, *, quantization, target, rep
     if representative_data is not None:
         raise ValueError("`representative_data` calibrates int8, which a multi-signature export does not support.")
     validation = _signature_feeds(signatures, validation_data)
-    import tempfile
-
     import keras
 
     with tempfile.TemporaryDirectory(prefix="keras_visrec_tflite_") as workdir:
