@@ -30,15 +30,16 @@ _LAZY = {
     "network_slimming": "slimming", "SlimmingPlan": "slimming", "SlimmingReport": "slimming",
     "magnitude_prune": "magnitude", "global_magnitude_sparsities": "magnitude", "to_tf_keras": "magnitude",
     "export_sparse_tflite": "magnitude", "weight_sparsity": "magnitude", "MagnitudeMask": "magnitude",
-    "PolynomialSparsity": "magnitude", "ConstantSparsity": "magnitude", "UpdatePruningMasks": "magnitude",
+    "PolynomialSparsity": "schedules", "ConstantSparsity": "schedules", "SparsitySchedule": "schedules",
+    "UpdatePruningMasks": "magnitude",
     "prune_low_magnitude": "magnitude", "strip_pruning": "magnitude",
     "ArmResult": "arms", "TrainConfig": "arms", "train_baseline": "arms", "fine_tune_pruned": "arms",
     "fine_tune": "arms", "train_scratch": "arms", "scratch_b_epochs": "arms", "scratch_model": "arms",
     "run_study": "study", "StudyResult": "study",
     "prune_convnext_mlp": "convnext", "prune_hrnet_branches": "convnext", "export_pruned_tflite": "convnext",
 }
-_SUBMODULES = ("base", "surgery", "l1_norm", "slimming", "magnitude", "tfmot_bridge", "arms", "study", "convnext",
-               "cli")
+_SUBMODULES = ("base", "surgery", "l1_norm", "slimming", "schedules", "magnitude", "tfmot_bridge", "arms", "study",
+               "convnext", "cli")
 _DEPRECATED = ("SlimmingReport", "export_pruned_tflite", "export_sparse_tflite", "fine_tune")
 
 __all__ = sorted(set(_LAZY) - set(_DEPRECATED)) + list(_SUBMODULES)

@@ -24,6 +24,7 @@ import numpy as np
 
 from keras_visrec.cifar import ChannelSelection, ShortcutA
 from keras_visrec.layers import GRN, GELU, ImageNetNormalization, LayerScale, StochasticDepth
+from keras_visrec.pruning.schedules import ConstantSparsity
 
 __all__ = ["tfmot_prune", "to_tf_keras"]
 
@@ -213,8 +214,6 @@ def tfmot_prune(model, schedules, fit_data, fit_kwargs, *, learning_rate, moment
         fit_data, fit_kwargs: the first argument and the keywords of the fine-tuning ``fit``.
         learning_rate, momentum: SGD settings. from_logits: the loss's.
     """
-    from keras_visrec.pruning.magnitude import ConstantSparsity
-
     tf_keras, tfmot = _import_tfmot()
     sparsity_api = tfmot.sparsity.keras
     twin = to_tf_keras(model)
