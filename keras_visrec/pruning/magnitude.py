@@ -37,7 +37,8 @@ from keras_visrec.pruning.schedules import ConstantSparsity, PolynomialSparsity,
 
 __all__ = ["BACKENDS", "ConstantSparsity", "MagnitudeMask", "PolynomialSparsity", "SparsitySchedule",
            "UpdatePruningMasks", "export_sparse_tflite", "global_magnitude_sparsities", "magnitude_prune",
-           "masked_layers", "prune_low_magnitude", "strip_pruning", "to_tf_keras", "weight_sparsity"]
+           "masked_layers", "prunable_layers", "prune_low_magnitude", "strip_pruning", "to_tf_keras", "update_masks",
+           "weight_sparsity"]
 
 BACKENDS = ("keras", "tfmot")
 _SCHEDULES = ("polynomial", "constant")
