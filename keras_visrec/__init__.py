@@ -106,7 +106,8 @@ def __dir__():
 # modules run on every backend; the tf.data evaluation layer (recipe.transforms) registers here on
 # the TensorFlow backend and elsewhere when it is imported.
 _REGISTERING = ("keras_visrec.layers", "keras_visrec.cifar", "keras_visrec.adpc", "keras_visrec.recipe.optim",
-                "keras_visrec.recipe.schedule", "keras_visrec.segmentation", "keras_visrec.segmentation.training")
+                "keras_visrec.recipe.schedule", "keras_visrec.segmentation", "keras_visrec.segmentation.training",
+                "keras_visrec.pruning.magnitude")
 
 
 def _registering():

@@ -1,12 +1,15 @@
 """keras_visrec.tflite — TFLite / Edge TPU export, the op compatibility report and the LiteRT runtime.
 
-``export_tflite`` (``keras_visrec.tflite.export``) and ``load_tflite`` (``keras_visrec.tflite.runtime``)
-are also available at the top level as ``keras_visrec.export_tflite`` / ``keras_visrec.load_tflite``.
+``export_tflite`` (``keras_visrec.tflite.export``) is the package's one TFLite conversion; it and
+``load_tflite`` (``keras_visrec.tflite.runtime``) are also available at the top level as
+``keras_visrec.export_tflite`` / ``keras_visrec.load_tflite``. ``register_export_rule`` teaches the
+exporter a custom layer.
 """
 
 import importlib
 
-__all__ = ["analyze_tflite", "check_edgetpu", "export_tflite", "load_tflite", "parse_compiler_log", "profile_tflite"]
+__all__ = ["analyze_tflite", "check_edgetpu", "export_tflite", "load_tflite", "parse_compiler_log", "profile_tflite",
+           "register_export_rule"]
 
 _LAZY = {
     "export_tflite": "keras_visrec.tflite.export",
@@ -15,6 +18,7 @@ _LAZY = {
     "check_edgetpu": "keras_visrec.tflite.edgetpu",
     "parse_compiler_log": "keras_visrec.tflite.edgetpu",
     "profile_tflite": "keras_visrec.tflite.profile",
+    "register_export_rule": "keras_visrec.tflite.prepare",
 }
 
 

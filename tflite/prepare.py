@@ -24,37 +24,100 @@ lowers to reshapes, shape arithmetic and a batched matmul; ``LayerNormalization`
 * with ``patchify=True``, k×k stride-k convs (patchify stem, downsampling) as ``SPACE_TO_DEPTH``
   + 1×1 ``CONV_2D`` — exact; XNNPACK's int8 conv over 3-channel pixels is slow.
 
-Layers it does not know are called as they are (their variables are frozen to constants by the
-exporter), so any functional model exports; the report then shows what they became.
+Each layer is emitted by the **rule registered for its class** (:func:`register_export_rule`),
+found along the class's MRO as ``keras_visrec.flops`` finds its counting rules: a subclass or a
+renamed layer that keeps its base's ``call`` uses its base's rule; a subclass that overrides
+``call`` needs its own. Nested functional models are walked through the same rules. A layer with
+no rule is called as it is (its variables are frozen to constants by the exporter) and listed
+in ``PreparedGraph.unruled``, which the exporter reports; if calling it fails, the error names
+the layer and says that it has no rule.
 """
 
 import dataclasses
 
+import keras
 import numpy as np
 
+from keras_visrec.cifar import ChannelSelection, ShortcutA
+from keras_visrec.layers import (GELU, GRN, ConvNeXtBlock, ImageNetNormalization, LayerNorm, LayerScale,
+                                 PointwiseDense, StochasticDepth, gelu_tanh, gelu_tanh_cubic)
+
 __all__ = [
-    "DEPTHWISE_CHOICES", "GELU_CHOICES", "LAYERNORM_CHOICES", "PreparedGraph", "prepare_graph", "resolve_forms",
+    "DEPTHWISE_CHOICES", "ExportRule", "GELU_CHOICES", "LAYERNORM_CHOICES", "PreparedGraph", "export_rule",
+    "prepare_graph", "register_export_rule", "resolve_forms",
 ]
 
 LAYERNORM_CHOICES = ("auto", "conv", "reduce")
 GELU_CHOICES = ("auto", "exact", "tanh")
 DEPTHWISE_CHOICES = ("auto", "split", "single")
+_FOLDS = (None, "linear", "input_affine", "norm_affine", "output_scale")
 
-_LINEAR = ("Conv2D", "Dense")
+_RULES = {}
 
 
-def _kind(layer):
-    """The layer's class name, with subclasses of Dense / Conv2D / LayerNormalization folded in.
+@dataclasses.dataclass(frozen=True)
+class ExportRule:
+    """How the exporter emits one layer class.
 
-    Subclasses such as ``PointwiseDense`` or keras_visrec's ``LayerNorm`` compute the same
-    function with the same weights as their Keras base and are emitted like it.
+    Attributes:
+        layer_class: the class the rule was registered for.
+        emit: ``emit(layer, inputs, context) -> outputs``: TensorFlow ops for one call.
+        fold: what exact fold the layer takes part in: `None`; `"linear"` (a Conv2D / Dense the
+            folds below write into); `"input_affine"` (a per-channel ``x * scale + offset``,
+            ``affine(layer) -> (scale, offset)``, folded into the linear layer that alone reads
+            it); `"norm_affine"` (a LayerNorm whose γ/β fold into the linear layer that alone
+            reads it); `"output_scale"` (a per-channel ``gamma`` folded into the linear layer
+            before it).
+        affine: ``layer -> (scale, offset)`` for `"input_affine"`.
     """
-    import keras
 
-    for base in (keras.layers.Dense, keras.layers.Conv2D, keras.layers.LayerNormalization):
-        if isinstance(layer, base):
-            return base.__name__
-    return type(layer).__name__
+    layer_class: type
+    emit: object
+    fold: str = None
+    affine: object = None
+
+
+def register_export_rule(*layer_classes, fold=None, affine=None):
+    """Decorator: ``emit(layer, inputs, context) -> outputs`` emits layers of ``layer_classes``.
+
+    ``inputs`` are the layer's input tensors (TensorFlow, static batch); ``context`` carries the
+    chosen forms (``context.layernorm``, ``.gelu``, ``.depthwise``, ``.patchify``), the layer's
+    own call arguments (``context.call``, an ``(args, kwargs)`` pair) and ``context.note(layer,
+    how)``, which records how the layer was emitted for the report.
+
+    Args:
+        *layer_classes: the Keras layer classes the rule emits (and their subclasses that keep
+            the class's ``call``).
+        fold: str or None. The exact fold the layer takes part in (see :class:`ExportRule`).
+        affine: callable. ``layer -> (scale, offset)`` when ``fold="input_affine"``.
+    """
+    if fold not in _FOLDS:
+        raise ValueError(f"`fold` must be one of {_FOLDS}; received fold={fold!r}.")
+    if fold == "input_affine" and affine is None:
+        raise ValueError("`fold='input_affine'` needs `affine`, a function layer -> (scale, offset).")
+    for cls in layer_classes:
+        if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
+            raise TypeError(f"register_export_rule takes keras.layers.Layer subclasses; received {cls!r}.")
+
+    def wrap(emit):
+        for cls in layer_classes:
+            _RULES[cls] = ExportRule(cls, emit, fold, affine)
+        return emit
+
+    return wrap
+
+
+def export_rule(layer):
+    """The :class:`ExportRule` of ``layer``, or None when it has none.
+
+    The rule of the nearest class on the layer's MRO; a subclass that overrides that class's
+    ``call`` computes something else and has no rule until one is registered for it.
+    """
+    for cls in type(layer).__mro__:
+        rule = _RULES.get(cls)
+        if rule is not None:
+            return rule if getattr(type(layer), "call", None) is getattr(cls, "call", None) else None
+    return None
 
 
 @dataclasses.dataclass
@@ -68,6 +131,7 @@ class PreparedGraph:
         lowered: layer class name -> how it was emitted.
         layernorm: the LayerNorm form used. gelu: the GELU form used.
         float_nodes: names of the graph nodes an int8 conversion should keep in float.
+        unruled: ``{layer name: class name}`` of layers with no export rule (called as they are).
     """
 
     function: object
@@ -77,6 +141,7 @@ class PreparedGraph:
     layernorm: str
     gelu: str
     float_nodes: list = dataclasses.field(default_factory=list)
+    unruled: dict = dataclasses.field(default_factory=dict)
 
 
 def resolve_forms(target, quantization, layernorm="auto", gelu="auto", depthwise="auto"):
@@ -99,6 +164,25 @@ def resolve_forms(target, quantization, layernorm="auto", gelu="auto", depthwise
     if depthwise == "auto":
         depthwise = "split" if target == "cpu" else "single"
     return layernorm, gelu, depthwise
+
+
+class _Context:
+    """What a rule sees besides its layer and inputs: the forms, the fold plan, the report."""
+
+    def __init__(self, plan, *, layernorm, gelu, depthwise, float_islands, patchify):
+        self.plan = plan
+        self.layernorm, self.gelu, self.depthwise = layernorm, gelu, depthwise
+        self.float_islands, self.patchify = bool(float_islands), bool(patchify)
+        self.lowered, self.unruled, self.float_nodes = {}, {}, []
+        self.call = ((), {})
+
+    def note(self, layer, how, key=None):
+        """Records how a layer class was emitted (first call per class wins)."""
+        self.lowered.setdefault(key or type(layer).__name__, how)
+
+    def folded(self, layer):
+        """``(kernel, bias)`` of a linear layer after the folds into it, as float64."""
+        return self.plan.weights.get(id(layer)) or _linear_kernel(layer)
 
 
 def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", float_islands=False, patchify=False,
@@ -128,40 +212,26 @@ def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", f
         raise ValueError(f"`layernorm` must be one of {LAYERNORM_CHOICES[1:]}; received layernorm={layernorm!r}.")
     if gelu not in GELU_CHOICES[1:]:
         raise ValueError(f"`gelu` must be one of {GELU_CHOICES[1:]}; received gelu={gelu!r}.")
-    if not hasattr(model, "_nodes_by_depth") or len(model.inputs) != 1:
+    if depthwise not in DEPTHWISE_CHOICES[1:]:
+        raise ValueError(f"`depthwise` must be one of {DEPTHWISE_CHOICES[1:]}; received depthwise={depthwise!r}.")
+    functional = _functional(model)
+    if functional is None or len(functional.inputs) != 1:
         raise TypeError(
             "`model` must be a functional keras.Model with exactly one input (as every zoo model is); "
             f"received {type(model).__name__} with {len(getattr(model, 'inputs', []) or [])} inputs."
         )
-    shape = tuple(model.inputs[0].shape[1:])
+    shape = tuple(functional.inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise ValueError(
             f"`model` input shape must be static for export (batch 1, fixed height and width); received "
-            f"{model.inputs[0].shape}. Rebuild the model with e.g. input_shape=(224, 224, 3)."
+            f"{functional.inputs[0].shape}. Rebuild the model with e.g. input_shape=(224, 224, 3)."
         )
-    nodes = [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
-    if depthwise not in DEPTHWISE_CHOICES[1:]:
-        raise ValueError(f"`depthwise` must be one of {DEPTHWISE_CHOICES[1:]}; received depthwise={depthwise!r}.")
-    plan = _plan_folds(nodes)
-    plan["depthwise"] = depthwise
-    plan["float_islands"] = bool(float_islands)
-    plan["patchify"] = bool(patchify)
-    plan["float_nodes"] = []
-    lowered = {}
+    context = _Context(_Plan(), layernorm=layernorm, gelu=gelu, depthwise=depthwise, float_islands=float_islands,
+                       patchify=patchify)
     input_shape = (int(batch_size),) + tuple(int(d) for d in shape)
 
     def forward(x):
-        values = {id(model.inputs[0]): x}
-        for node in nodes:
-            layer = node.operation
-            if not node.input_tensors:  # the InputLayer
-                continue
-            inputs = [values[id(t)] for t in node.input_tensors]
-            call = node.arguments.fill_in(values)  # the layer's own (args, kwargs) structure
-            outputs = _emit(layer, inputs, plan, layernorm, gelu, lowered, call)
-            for tensor, value in zip(node.outputs, _as_list(outputs)):
-                values[id(tensor)] = value
-        outs = [values[id(t)] for t in model.outputs]
+        outs = _emit_functional(functional, [x], context)
         return outs[0] if len(outs) == 1 else outs
 
     function = tf.function(forward, autograph=False).get_concrete_function(tf.TensorSpec(input_shape, tf.float32, name="image"))
@@ -169,80 +239,143 @@ def prepare_graph(model, *, layernorm="conv", gelu="exact", depthwise="split", f
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     function = convert_variables_to_constants_v2(function)
-    return PreparedGraph(function, input_shape, plan["folds"], lowered, layernorm, gelu,
-                         list(dict.fromkeys(plan["float_nodes"])))
+    return PreparedGraph(function, input_shape, context.plan.folds, context.lowered, layernorm, gelu,
+                         list(dict.fromkeys(context.float_nodes)), dict(context.unruled))
+
+
+def _functional(model):
+    """The functional graph of a functional or Sequential model, else None."""
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    return graph if graph is not None and hasattr(graph, "_nodes_by_depth") else None
+
+
+def _nodes(functional):
+    return [node for depth in sorted(functional._nodes_by_depth, reverse=True)
+            for node in functional._nodes_by_depth[depth]]
+
+
+def _emit_functional(functional, inputs, context):
+    """Emits a functional graph on ``inputs`` through the rules; returns its outputs (a list)."""
+    nodes = _nodes(functional)
+    context.plan.add(nodes)
+    values = {id(t): x for t, x in zip(keras.tree.flatten(functional.inputs), inputs)}
+    for node in nodes:
+        if not node.input_tensors:  # the InputLayer
+            continue
+        inputs_ = [values[id(t)] for t in node.input_tensors]
+        context.call = node.arguments.fill_in(values)  # the layer's own (args, kwargs) structure
+        outputs = _emit(node.operation, inputs_, context)
+        for tensor, value in zip(node.outputs, _as_list(outputs)):
+            values[id(tensor)] = value
+    return [values[id(t)] for t in keras.tree.flatten(functional.outputs)]
+
+
+def _emit(layer, inputs, context):
+    """One layer: folded away, a nested graph, its rule, or (no rule) called as it is."""
+    if id(layer) in context.plan.identity:
+        context.note(layer, "removed (folded)")
+        return inputs[0]
+    nested = _functional(layer) if isinstance(layer, keras.Model) else None
+    if nested is not None:
+        context.note(layer, "nested model: walked layer by layer")
+        outs = _emit_functional(nested, inputs, context)
+        return outs[0] if len(outs) == 1 else outs
+    rule = export_rule(layer)
+    if rule is not None:
+        return rule.emit(layer, inputs, context)
+    context.unruled[layer.name] = type(layer).__name__
+    context.note(layer, "no export rule: called as is")
+    try:
+        return _call_as_is(layer, inputs, context)
+    except Exception as error:
+        raise TypeError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) has no export rule, and calling it as it is while "
+            f"tracing the export graph failed: {error}. Register one with "
+            "keras_visrec.tflite.prepare.register_export_rule."
+        ) from error
 
 
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _call_as_is(layer, inputs, context):
+    args, kwargs = context.call  # e.g. Concatenate takes a list, other layers positional tensors
+    return layer(*args, **kwargs)
+
+
 # ---------------------------------------------------------------- fold planning (numpy, exact)
 
 
-def _plan_folds(nodes):
-    """Computes folded weights; returns ``{"weights": {layer: (kernel, bias)}, "skip": {...}, ...}``."""
-    consumers = {}
-    producer = {}
-    for node in nodes:
-        for tensor in node.input_tensors:
-            consumers.setdefault(id(tensor), []).append(node)
-        for tensor in node.outputs:
-            producer[id(tensor)] = node
-    weights = {}
-    plan = {"weights": weights, "identity": set(), "plain_layernorm": set(), "folds": []}
+class _Plan:
+    """Folded weights (by layer id), layers folded away, LayerNorms emitted without γ/β, fold notes."""
 
-    def linear_weights(layer):
-        if layer.name not in weights:
-            kernel, bias = _linear_kernel(layer)
-            weights[layer.name] = (kernel, bias)
-        return weights[layer.name]
+    def __init__(self):
+        self.weights, self.identity, self.plain_layernorm, self.folds = {}, set(), set(), []
 
-    def sole_linear_consumer(node):
-        users = consumers.get(id(node.outputs[0]), [])
-        if len(users) != 1 or len(users[0].input_tensors) != 1:
-            return None
-        layer = users[0].operation
-        if _kind(layer) not in _LINEAR or not _exactly_foldable_input(layer):
-            return None
-        return layer
+    def linear_weights(self, layer):
+        if id(layer) not in self.weights:
+            self.weights[id(layer)] = _linear_kernel(layer)
+        return self.weights[id(layer)]
 
-    for node in nodes:
-        layer = node.operation
-        kind = _kind(layer)
-        if kind == "ImageNetNormalization" or kind == "Rescaling":
-            target = sole_linear_consumer(node)
-            if target is None:
-                continue
-            scale, offset = _affine_of(layer)
-            kernel, bias = linear_weights(target)
-            weights[target.name] = _fold_input_affine(kernel, bias, scale, offset)
-            plan["identity"].add(layer.name)
-            plan["folds"].append(f"{layer.name} -> {target.name} (input normalisation)")
-        elif kind == "LayerNormalization" and _is_channel_layernorm(layer):
-            target = sole_linear_consumer(node)
-            if target is None:
-                continue
-            gamma = _np(layer.gamma) if layer.scale else 1.0
-            beta = _np(layer.beta) if layer.center else 0.0
-            kernel, bias = linear_weights(target)
-            channels = kernel.shape[-2]
-            weights[target.name] = _fold_input_affine(
-                kernel, bias, np.broadcast_to(gamma, (channels,)), np.broadcast_to(beta, (channels,)))
-            plan["plain_layernorm"].add(layer.name)
-            plan["folds"].append(f"{layer.name} scale/shift -> {target.name}")
-        elif kind == "LayerScale":
-            source = producer.get(id(node.input_tensors[0]))
-            if source is None or _kind(source.operation) not in _LINEAR:
-                continue
-            if len(consumers.get(id(source.outputs[0]), [])) != 1 or source.operation.activation.__name__ != "linear":
-                continue
-            kernel, bias = linear_weights(source.operation)
-            gamma = _np(layer.gamma)
-            weights[source.operation.name] = (kernel * gamma, bias * gamma)
-            plan["identity"].add(layer.name)
-            plan["folds"].append(f"{layer.name} -> {source.operation.name} (layer scale)")
-    return plan
+    def add(self, nodes):
+        """Plans the exact folds of one graph's nodes (numpy, float64)."""
+        consumers, producer = {}, {}
+        for node in nodes:
+            for tensor in node.input_tensors:
+                consumers.setdefault(id(tensor), []).append(node)
+            for tensor in node.outputs:
+                producer[id(tensor)] = node
+
+        def sole_linear_consumer(node):
+            users = consumers.get(id(node.outputs[0]), [])
+            if len(users) != 1 or len(users[0].input_tensors) != 1:
+                return None
+            layer = users[0].operation
+            rule = export_rule(layer)
+            if rule is None or rule.fold != "linear" or not _exactly_foldable_input(layer):
+                return None
+            return layer
+
+        for node in nodes:
+            layer = node.operation
+            rule = export_rule(layer)
+            fold = rule.fold if rule is not None else None
+            if fold == "input_affine":
+                target = sole_linear_consumer(node)
+                if target is None:
+                    continue
+                scale, offset = rule.affine(layer)
+                kernel, bias = self.linear_weights(target)
+                self.weights[id(target)] = _fold_input_affine(kernel, bias, scale, offset)
+                self.identity.add(id(layer))
+                self.folds.append(f"{layer.name} -> {target.name} (input normalisation)")
+            elif fold == "norm_affine" and _is_channel_layernorm(layer, len(node.input_tensors[0].shape)):
+                target = sole_linear_consumer(node)
+                if target is None:
+                    continue
+                gamma = _np(layer.gamma) if layer.scale else 1.0
+                beta = _np(layer.beta) if layer.center else 0.0
+                kernel, bias = self.linear_weights(target)
+                channels = kernel.shape[-2]
+                self.weights[id(target)] = _fold_input_affine(
+                    kernel, bias, np.broadcast_to(gamma, (channels,)), np.broadcast_to(beta, (channels,)))
+                self.plain_layernorm.add(id(layer))
+                self.folds.append(f"{layer.name} scale/shift -> {target.name}")
+            elif fold == "output_scale":
+                source = producer.get(id(node.input_tensors[0]))
+                if source is None:
+                    continue
+                source_rule = export_rule(source.operation)
+                if source_rule is None or source_rule.fold != "linear":
+                    continue
+                if len(consumers.get(id(source.outputs[0]), [])) != 1 or not _is_linear_activation(source.operation):
+                    continue
+                kernel, bias = self.linear_weights(source.operation)
+                gamma = _np(layer.gamma)
+                self.weights[id(source.operation)] = (kernel * gamma, bias * gamma)
+                self.identity.add(id(layer))
+                self.folds.append(f"{layer.name} -> {source.operation.name} (layer scale)")
 
 
 def _np(variable):
@@ -255,24 +388,28 @@ def _np(variable):
         return np.asarray(variable.numpy(), "float64")
 
 
-def _affine_of(layer):
-    """Per-channel ``(scale, offset)`` of an input normalisation layer."""
-    if type(layer).__name__ == "Rescaling":
-        return np.asarray(layer.scale, "float64"), np.asarray(layer.offset, "float64")
+def _normalization_affine(layer):
     scale, offset = layer.scale_and_offset
     return np.asarray(scale, "float64"), np.asarray(offset, "float64")
 
 
-def _is_channel_layernorm(layer):
+def _rescaling_affine(layer):
+    return np.asarray(layer.scale, "float64"), np.asarray(layer.offset, "float64")
+
+
+def _is_channel_layernorm(layer, rank):
+    """Whether a LayerNormalization on a rank-``rank`` input normalises over the channel axis only."""
     axis = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-    rank = len(layer.input.shape) if hasattr(layer, "input") else None
-    last = [-1] if rank is None else [-1, rank - 1]
-    return len(axis) == 1 and axis[0] in last and not getattr(layer, "rms_scaling", False)
+    return len(axis) == 1 and axis[0] in (-1, rank - 1) and not getattr(layer, "rms_scaling", False)
+
+
+def _is_linear_activation(layer):
+    return layer.activation in (None, keras.activations.linear)
 
 
 def _exactly_foldable_input(layer):
     """True when an input affine commutes with ``layer`` exactly (no zero padding touched)."""
-    if _kind(layer) == "Dense":
+    if isinstance(layer, keras.layers.Dense):
         return True
     kernel_size = tuple(layer.kernel_size)
     return (layer.padding == "valid" or kernel_size == (1, 1)) and tuple(layer.dilation_rate) == (1, 1) \
@@ -287,89 +424,154 @@ def _linear_kernel(layer):
 
 
 def _fold_input_affine(kernel, bias, scale, offset):
-    """Folds ``x -> x * scale + offset`` (per input channel) into a linear layer's weights."""
-    scale = np.asarray(scale, "float64")
-    offset = np.asarray(offset, "float64")
+    """Folds ``x -> x * scale + offset`` (per input channel, or scalars) into a linear layer's weights."""
+    channels = kernel.shape[-2]
+    scale = np.broadcast_to(np.asarray(scale, "float64"), (channels,))
+    offset = np.broadcast_to(np.asarray(offset, "float64"), (channels,))
     new_bias = bias + np.tensordot(kernel, offset, axes=([kernel.ndim - 2], [0])).reshape(
         -1, kernel.shape[-1]).sum(axis=0)
     shape = (1,) * (kernel.ndim - 2) + (-1, 1)
     return kernel * scale.reshape(shape), new_bias
 
 
-# ---------------------------------------------------------------- emission (tf ops)
+# ---------------------------------------------------------------- the rules (tf ops)
 
 
-def _emit(layer, inputs, plan, layernorm, gelu, lowered, call):
+@register_export_rule(StochasticDepth, keras.layers.Dropout, keras.layers.SpatialDropout1D,
+                      keras.layers.SpatialDropout2D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+                      keras.layers.AlphaDropout, keras.layers.Identity, keras.layers.ActivityRegularization)
+def _inference_identity(layer, inputs, context):
+    context.note(layer, "removed (inference identity)")
+    return inputs[0]
+
+
+@register_export_rule(keras.layers.Conv2D, keras.layers.Dense, PointwiseDense, fold="linear")
+def _linear(layer, inputs, context):
+    x = inputs[0]
+    if context.patchify and _is_patchify(layer, x):
+        context.note(layer, "SPACE_TO_DEPTH + 1x1 CONV_2D", key=f"{type(layer).__name__} (k == stride)")
+        return _emit_patchify(layer, x, context)
+    is_dense = isinstance(layer, keras.layers.Dense)
+    context.note(layer, "FULLY_CONNECTED" if is_dense and x.shape.rank == 2 else "CONV_2D")
+    return _emit_linear(layer, x, context)
+
+
+@register_export_rule(keras.layers.DepthwiseConv2D)
+def _depthwise(layer, inputs, context):
+    y = _emit_depthwise(layer, inputs[0], context)
+    return _activation(layer.activation, y, context.gelu)
+
+
+@register_export_rule(keras.layers.LayerNormalization, LayerNorm, fold="norm_affine")
+def _layernorm(layer, inputs, context):
+    if not _is_channel_layernorm(layer, inputs[0].shape.rank):
+        context.note(layer, "called as is (not over the channel axis)")
+        return _call_as_is(layer, inputs, context)
+    context.note(layer, f"layernorm={context.layernorm}")
+    return _emit_layernorm(layer, inputs[0], affine=id(layer) not in context.plan.plain_layernorm,
+                           form=context.layernorm, float_nodes=context.float_nodes if context.float_islands else None)
+
+
+@register_export_rule(GELU)
+def _gelu_layer(layer, inputs, context):
+    context.note(layer, f"gelu={context.gelu}")
+    return _emit_gelu(inputs[0], context.gelu)
+
+
+@register_export_rule(keras.layers.Activation)
+def _activation_layer(layer, inputs, context):
+    gelu = layer.activation in _GELU_FUNCTIONS
+    context.note(layer, f"gelu={context.gelu}" if gelu else getattr(layer.activation, "__name__", "activation"))
+    return _activation(layer.activation, inputs[0], context.gelu)
+
+
+@register_export_rule(LayerScale, fold="output_scale")
+def _layer_scale(layer, inputs, context):
+    context.note(layer, "MUL")
+    return inputs[0] * _np(layer.gamma).astype("float32")
+
+
+@register_export_rule(ImageNetNormalization, fold="input_affine", affine=_normalization_affine)
+@register_export_rule(keras.layers.Rescaling, fold="input_affine", affine=_rescaling_affine)
+def _input_affine(layer, inputs, context):
+    context.note(layer, "MUL+ADD")
+    scale, offset = export_rule(layer).affine(layer)
+    return inputs[0] * scale.astype("float32") + offset.astype("float32")
+
+
+@register_export_rule(keras.layers.Add)
+def _add(layer, inputs, context):
+    context.note(layer, "ADD")
+    total = inputs[0]
+    for other in inputs[1:]:
+        total = total + other
+    return total
+
+
+@register_export_rule(keras.layers.GlobalAveragePooling2D)
+def _global_average(layer, inputs, context):
     import tensorflow as tf
 
-    kind = _kind(layer)
+    context.note(layer, "MEAN over H, W")
+    return tf.reduce_mean(inputs[0], axis=(1, 2), keepdims=bool(layer.keepdims))
+
+
+@register_export_rule(ConvNeXtBlock)
+def _convnext_block(layer, inputs, context):
+    """The packaged block through the same rules as the flat layers (no folds inside it)."""
+    context.note(layer, "its sublayers, each by its rule")
     x = inputs[0]
-    if layer.name in plan["identity"] or kind in ("StochasticDepth", "Dropout", "SpatialDropout2D", "Identity"):
-        lowered.setdefault(kind, "removed (folded or inference identity)")
-        return x
-    if kind in ("Conv2D", "Dense"):
-        if plan["patchify"] and _is_patchify(layer, x):
-            lowered.setdefault(f"{type(layer).__name__} (k == stride)", "SPACE_TO_DEPTH + 1x1 CONV_2D")
-            return _emit_patchify(layer, x, plan, gelu)
-        lowered.setdefault(type(layer).__name__, "CONV_2D" if kind == "Conv2D" or x.shape.rank == 4 else "FULLY_CONNECTED")
-        return _emit_linear(layer, x, plan, gelu)
-    if kind == "DepthwiseConv2D":
-        return _activation(layer.activation, _emit_depthwise(layer, x, plan["depthwise"], lowered), gelu)
-    if kind == "LayerNormalization" and _is_channel_layernorm(layer):
-        lowered.setdefault(kind, f"layernorm={layernorm}")
-        return _emit_layernorm(layer, x, affine=layer.name not in plan["plain_layernorm"], form=layernorm,
-                               float_nodes=plan["float_nodes"] if plan["float_islands"] else None)
-    if kind == "GELU" or (kind == "Activation" and "gelu" in getattr(layer.activation, "__name__", "")):
-        lowered.setdefault(kind, f"gelu={gelu}")
-        return _emit_gelu(x, gelu)
-    if kind == "LayerScale":
-        lowered.setdefault(kind, "MUL")
-        return x * _np(layer.gamma).astype("float32")
-    if kind in ("ImageNetNormalization", "Rescaling"):
-        lowered.setdefault(kind, "MUL+ADD")
-        scale, offset = _affine_of(layer)
-        return x * scale.astype("float32") + offset.astype("float32")
-    if kind == "Add":
-        lowered.setdefault(kind, "ADD")
-        total = inputs[0]
-        for other in inputs[1:]:
-            total = total + other
-        return total
-    if kind == "GlobalAveragePooling2D":
-        lowered.setdefault(kind, "MEAN over H, W")
-        return tf.reduce_mean(x, axis=(1, 2), keepdims=bool(layer.keepdims))
-    if kind == "Activation":
-        lowered.setdefault(kind, getattr(layer.activation, "__name__", "activation"))
-        return _activation(layer.activation, x, gelu)
-    lowered.setdefault(kind, "called as is")
-    args, kwargs = call  # e.g. Concatenate takes a list, other layers positional tensors
-    return layer(*args, **kwargs)
+    for sublayer in (layer.depthwise_conv, layer.layernorm, layer.pointwise_conv_1, layer.grn,
+                     layer.pointwise_conv_2, layer.layer_scale):
+        if sublayer is not None:
+            context.call = ((x,), {})
+            x = _emit(sublayer, [x], context)
+    return inputs[0] + x
+
+
+# Layers whose own call converts to builtin TFLite ops as it is (keras.ops on TensorFlow): BN
+# (FusedBatchNorm, folded into the conv before it by the converter), pooling, padding, resizing,
+# merges, reshapes and keras_visrec's per-channel layers.
+@register_export_rule(
+    keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+    keras.layers.PReLU, keras.layers.Softmax,
+    keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalMaxPooling2D,
+    keras.layers.ZeroPadding2D, keras.layers.Cropping2D, keras.layers.UpSampling2D, keras.layers.Resizing,
+    keras.layers.Concatenate, keras.layers.Multiply, keras.layers.Subtract, keras.layers.Average,
+    keras.layers.Maximum, keras.layers.Minimum, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute,
+    GRN, ChannelSelection, ShortcutA,
+)
+def _builtin(layer, inputs, context):
+    context.note(layer, "called as is (converts to builtin ops)")
+    return _call_as_is(layer, inputs, context)
+
+
+_GELU_FUNCTIONS = (keras.activations.gelu, gelu_tanh, gelu_tanh_cubic)
 
 
 def _activation(activation, y, gelu="exact"):
     import tensorflow as tf
 
-    name = getattr(activation, "__name__", "")
-    if name in ("linear", ""):
+    if activation in (None, keras.activations.linear):
         return y
-    if "gelu" in name:  # gelu, gelu_tanh, gelu_tanh_cubic: emitted in the target's form
+    if activation in _GELU_FUNCTIONS:  # exact, tanh, tanh-cubic: emitted in the target's form
         return _emit_gelu(y, gelu)
-    if name == "softmax":
+    if activation is keras.activations.softmax:
         return tf.nn.softmax(y, axis=-1)
-    if name == "relu":
+    if activation is keras.activations.relu:
         return tf.nn.relu(y)
     return activation(y)
 
 
-def _emit_linear(layer, x, plan, gelu):
+def _emit_linear(layer, x, context):
     import tensorflow as tf
 
-    kernel, bias = plan["weights"].get(layer.name) or _linear_kernel(layer)
+    kernel, bias = context.folded(layer)
     kernel, bias = kernel.astype("float32"), bias.astype("float32")
-    if _kind(layer) == "Dense":
+    if isinstance(layer, keras.layers.Dense):
         if x.shape.rank == 2:
             y = tf.matmul(x, kernel) + bias
-            return _activation(layer.activation, y, gelu)
+            return _activation(layer.activation, y, context.gelu)
         if x.shape.rank != 4:
             raise ValueError(f"Layer {layer.name!r}: Dense on a rank-{x.shape.rank} tensor cannot be exported as a conv.")
         kernel = kernel.reshape((1, 1) + kernel.shape)
@@ -381,12 +583,13 @@ def _emit_linear(layer, x, plan, gelu):
         strides, padding, dilations = tuple(layer.strides), layer.padding.upper(), tuple(layer.dilation_rate)
     y = tf.nn.conv2d(x, kernel, (1,) + strides + (1,), padding, dilations=dilations)
     y = tf.nn.bias_add(y, bias)
-    return _activation(layer.activation, y, gelu)
+    return _activation(layer.activation, y, context.gelu)
 
 
 def _is_patchify(layer, x):
     """A Conv2D over non-overlapping square patches (kernel == stride > 1) that tile the input exactly."""
-    if _kind(layer) != "Conv2D" or getattr(layer, "groups", 1) != 1 or tuple(layer.dilation_rate) != (1, 1):
+    if not isinstance(layer, keras.layers.Conv2D) or getattr(layer, "groups", 1) != 1 \
+            or tuple(layer.dilation_rate) != (1, 1):
         return False
     size = tuple(layer.kernel_size)
     if size != tuple(layer.strides) or size[0] != size[1] or size[0] < 2 or x.shape.rank != 4:
@@ -394,7 +597,7 @@ def _is_patchify(layer, x):
     return int(x.shape[1]) % size[0] == 0 and int(x.shape[2]) % size[0] == 0  # then "same" pads nothing either
 
 
-def _emit_patchify(layer, x, plan, gelu):
+def _emit_patchify(layer, x, context):
     """A k×k stride-k conv as ``SPACE_TO_DEPTH(k)`` + 1×1 conv (the kernel reshaped; exact).
 
     XNNPACK's int8 conv runs ConvNeXt-T's 4×4/4 stem on 3 channels 2.2× slower than fp32 (an
@@ -404,14 +607,14 @@ def _emit_patchify(layer, x, plan, gelu):
     """
     import tensorflow as tf
 
-    kernel, bias = plan["weights"].get(layer.name) or _linear_kernel(layer)
+    kernel, bias = context.folded(layer)
     block = int(layer.kernel_size[0])
     kernel = kernel.astype("float32").reshape(1, 1, block * block * kernel.shape[2], kernel.shape[3])
     y = tf.nn.conv2d(tf.nn.space_to_depth(x, block), kernel, 1, "VALID")
-    return _activation(layer.activation, tf.nn.bias_add(y, bias.astype("float32")), gelu)
+    return _activation(layer.activation, tf.nn.bias_add(y, bias.astype("float32")), context.gelu)
 
 
-def _emit_depthwise(layer, x, form, lowered):
+def _emit_depthwise(layer, x, context):
     """A depthwise conv; large kernels as row bands of at most ``_FAST_TAPS`` taps when ``form="split"``.
 
     XNNPACK runs depthwise kernels of up to 25 taps in one pass; a 7×7 (49 taps) takes its
@@ -427,8 +630,9 @@ def _emit_depthwise(layer, x, form, lowered):
     bias = _np(layer.bias).astype("float32") if layer.use_bias else None
     kh, kw = kernel.shape[:2]
     simple = tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1) and layer.padding == "same"
-    if form != "split" or kh * kw <= _FAST_TAPS or not simple or kw > _FAST_TAPS or kh % 2 == 0 or kw % 2 == 0:
-        lowered.setdefault("DepthwiseConv2D", "DEPTHWISE_CONV_2D")
+    if context.depthwise != "split" or kh * kw <= _FAST_TAPS or not simple or kw > _FAST_TAPS or kh % 2 == 0 \
+            or kw % 2 == 0:
+        context.note(layer, "DEPTHWISE_CONV_2D")
         y = tf.nn.depthwise_conv2d(x, kernel, (1,) + tuple(layer.strides) + (1,), layer.padding.upper(),
                                    dilations=tuple(layer.dilation_rate))
         return y if bias is None else tf.nn.bias_add(y, bias)
@@ -438,7 +642,7 @@ def _emit_depthwise(layer, x, form, lowered):
     kh, kw = kernel.shape[:2]
     rows_per_band = max(1, _FAST_TAPS // kw)
     bands = [(start, min(kh, start + rows_per_band)) for start in range(0, kh, rows_per_band)]
-    lowered.setdefault("DepthwiseConv2D", f"PAD + {len(bands)} row-band DEPTHWISE_CONV_2D ({kh}x{kw} split)")
+    context.note(layer, f"PAD + {len(bands)} row-band DEPTHWISE_CONV_2D ({kh}x{kw} split)")
     padded = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
     total = None
     for start, stop in bands:

@@ -3,17 +3,13 @@
 ``exit1(image)`` returns exit 1's logits and the branch features; ``exit2(features…, logits)``
 continues from them, and so on — an app runs exit 1, shows it, and resumes from the saved
 features only if it needs better. Masking (``mode="dense"``) recomputes the confidence mask from
-the previous logits inside each signature. Written with ``tf.lite.TFLiteConverter`` through a
-SavedModel with four signatures (``keras_visrec.tflite.export_tflite`` converts single-signature
-functional models only).
+the previous logits inside each signature. The four functions are written here; the conversion,
+the report and the agreement check are :func:`keras_visrec.tflite.export_tflite`'s
+(``signatures=``), like every other export of the package.
 """
-
-import shutil
-import tempfile
 
 from keras_visrec.adpc.exits import make_exit
 from keras_visrec.adpc.masking import MaskHook, confidence_mask, validate_mode
-from keras_visrec.files import write_atomic
 from keras_visrec.hrnet import HRNetOps, exit_input, seg_head, stage, stem_and_layer1, transition
 
 __all__ = ["export_anytime_tflite", "exit_signatures"]
@@ -72,33 +68,25 @@ def exit_signatures(model, input_shape, mode="none"):
     return {"exit1": exit1, "exit2": make(2), "exit3": make(3), "exit4": make(4)}
 
 
-def export_anytime_tflite(model, path, input_shape, mode="none"):
-    """Writes ``path`` (.tflite) with signatures ``exit1`` … ``exit4``; returns the path.
+def export_anytime_tflite(model, path, input_shape, mode="none", *, quantization="fp32", validation_data=None,
+                         verbose=False):
+    """Writes ``path`` (.tflite) with signatures ``exit1`` … ``exit4``; returns its ``ExportReport``.
 
     Args:
         model: ``AnytimeHRNet``.
         path: output file; written to a temporary file, then moved into place.
         input_shape: ``(height, width, 3)``, sides divisible by 32.
         mode: `"none"` or `"dense"`. Defaults to `"none"`.
+        quantization: str. `"fp32"`, `"fp16"` or `"dynamic"` (see ``export_tflite``).
+            Defaults to `"fp32"`.
+        validation_data: ``{signature: {input name: array}}`` to check each exit on; defaults
+            to random inputs (``report.agreement["signatures"]``).
+        verbose: bool. Print the report. Defaults to `False`.
     """
-    import tensorflow as tf
+    from keras_visrec.tflite.export import export_tflite
 
     if len(input_shape) != 3 or input_shape[0] % 32 or input_shape[1] % 32:
         raise ValueError(f"`input_shape` must be (height, width, 3) with sides divisible by 32; "
                          f"received input_shape={input_shape!r}.")
-    import keras
-
-    signatures = exit_signatures(model, input_shape, mode)
-    archive = keras.export.ExportArchive()
-    archive.track(model.network)
-    for name, fn in signatures.items():
-        archive.add_endpoint(name, fn.python_function, input_signature=fn.input_signature)
-    workdir = tempfile.mkdtemp(prefix="adpc_tflite_")
-    try:
-        archive.write_out(workdir, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=list(signatures))
-        flatbuffer = converter.convert()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    write_atomic(path, flatbuffer)
-    return path
+    return export_tflite(model.network, path, signatures=exit_signatures(model, input_shape, mode),
+                         quantization=quantization, validation_data=validation_data, verbose=verbose)

@@ -1,7 +1,8 @@
 """The training arms of "Rethinking the Value of Network Pruning", as functions over tf.data.
 
 * **baseline** — train the large model (optionally with network slimming's BN sparsity term);
-* **fine-tune** — the pruned model with its inherited weights, 40 epochs at lr 0.001;
+* **fine-tune** (:func:`fine_tune_pruned`) — the pruned model with its inherited weights, 40
+  epochs at lr 0.001;
 * **Scratch-E** — the pruned *architecture*, freshly initialised, trained as long as the baseline;
 * **Scratch-B** — the same with the baseline's compute budget: ``epochs × FLOPs(full) /
   FLOPs(pruned)``, learning-rate steps stretched likewise (ImageNet: at most 2× the epochs).
@@ -22,10 +23,11 @@ import keras
 import numpy as np
 
 from keras_visrec.flops import count_flops
+from keras_visrec.pruning.base import iter_layers
 from keras_visrec.training import resolve_strategy
 
-__all__ = ["ArmResult", "TrainConfig", "cifar_datasets", "fine_tune", "make_dataset", "scratch_b_epochs",
-           "scratch_model", "train_baseline", "train_scratch"]
+__all__ = ["ArmResult", "TrainConfig", "cifar_datasets", "fine_tune", "fine_tune_pruned", "make_dataset",
+           "scratch_b_epochs", "scratch_model", "source_datasets", "train_baseline", "train_scratch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +138,54 @@ def _pipeline(data, count, shape, *, batch_size, training, augment, flip, seed):
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def source_datasets(train_source, test_source, *, image_size=None, batch_size=64, flip=True, seed=0,
+                    max_examples=None):
+    """``(train, test)`` batched datasets from two :class:`~keras_visrec.recipe.datasets.ImageSource`\ s.
+
+    Images become float32 0–255 at ``image_size`` (bilinear resize when they differ); the train
+    split is shuffled and augmented as :func:`make_dataset` does.
+
+    Args:
+        train_source, test_source: ``ImageSource`` (from ``load_image_source``: a folder, a
+            tfds name or digits).
+        image_size: int or None. Side of the square images; None keeps them as they are
+            (they must then share one size). Defaults to `None`.
+        batch_size, flip, seed: as :func:`make_dataset`.
+        max_examples: int or None. Use at most this many training examples. Defaults to `None`.
+    """
+    import tensorflow as tf
+
+    if train_source.num_classes != test_source.num_classes:
+        raise ValueError(f"{train_source.description} has {train_source.num_classes} classes but "
+                         f"{test_source.description} has {test_source.num_classes}.")
+
+    def prepare(source, limit):
+        data = source.dataset
+        count = source.num_examples
+        if count is None and int(data.cardinality()) >= 0:  # e.g. tfds' own count when its info has none
+            count = int(data.cardinality())
+        if limit is not None:
+            data = data.take(limit)
+            count = limit if count is None else min(count, limit)
+        if image_size is not None:
+            size = (int(image_size), int(image_size))
+            data = data.map(lambda image, label: (tf.image.resize(tf.cast(image, tf.float32), size), label))
+        if count is not None:
+            data = data.apply(tf.data.experimental.assert_cardinality(count))
+        return data, count
+
+    train, count = prepare(train_source, max_examples)
+    test, test_count = prepare(test_source, None)
+    if count is None:
+        raise ValueError(f"{train_source.description}: the number of examples is unknown; prepare the dataset first.")
+    shape = (int(image_size), int(image_size), 3) if image_size is not None else tuple(train.element_spec[0].shape)
+    if any(d is None for d in shape):
+        raise ValueError(f"{train_source.description} holds images of different sizes; give `image_size`.")
+    common = dict(batch_size=batch_size, augment=True, flip=flip, seed=seed)
+    return (_pipeline(train, count, shape, training=True, **common),
+            _pipeline(test, test_count or 1, shape, training=False, **common))
+
+
 def cifar_datasets(name="cifar10", *, batch_size=64, data_dir=None, download=False, flip=True, seed=0):
     """CIFAR-10/100 from tensorflow-datasets as ``(train, test)`` batched datasets.
 
@@ -147,16 +197,12 @@ def cifar_datasets(name="cifar10", *, batch_size=64, data_dir=None, download=Fal
             `False`.
         flip, seed: as :func:`make_dataset`.
     """
+    from keras_visrec.recipe.datasets import load_image_source
+
     if name not in ("cifar10", "cifar100"):
         raise ValueError(f"`name` must be 'cifar10' or 'cifar100'; received name={name!r}.")
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as error:
-        raise ImportError("CIFAR needs tensorflow-datasets: pip install 'keras_visrec[datasets]'.") from error
-    train, test = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir, download=download)
-    common = dict(batch_size=batch_size, augment=True, flip=flip, seed=seed)
-    return (_pipeline(train, int(train.cardinality()), (32, 32, 3), training=True, **common),
-            _pipeline(test, int(test.cardinality()), (32, 32, 3), training=False, **common))
+    train, test = (load_image_source(name, split, data_dir, download=download) for split in ("train", "test"))
+    return source_datasets(train, test, image_size=32, batch_size=batch_size, flip=flip, seed=seed)
 
 
 def scratch_b_epochs(epochs, macs_full, macs_pruned, cap=None):
@@ -205,7 +251,7 @@ def _prepare(model, strategy, *, fresh, seed, weight_decay, bn_sparsity):
         copy = keras.models.clone_model(model)
         if not fresh:
             copy.set_weights(model.get_weights())
-        for layer in copy.layers:
+        for layer in iter_layers(copy):
             gamma = getattr(layer, "gamma", None) if isinstance(layer, keras.layers.BatchNormalization) else None
             for variable in layer.trainable_weights:
                 l1 = bn_sparsity if (bn_sparsity and variable is gamma) else 0.0
@@ -262,13 +308,31 @@ def train_baseline(model, train, test, config=None, *, strategy=None, bn_sparsit
                 momentum=config.momentum, arm="baseline", verbose=verbose)
 
 
-def fine_tune(pruned, train, test, config=None, *, strategy=None, seed=0, verbose=0):
-    """Fine-tunes a pruned model from its inherited weights (40 epochs at lr 0.001 by default)."""
+def fine_tune_pruned(pruned, train, test, config=None, *, strategy=None, seed=0, verbose=0):
+    """The fine-tune arm: trains a pruned model from its inherited weights; returns ``(model, ArmResult)``.
+
+    40 epochs at a constant lr 0.001 by default (``config.finetune_epochs``,
+    ``config.finetune_learning_rate``). Not to be confused with :func:`keras_visrec.recipe.finetune`,
+    the ConvNeXt transfer-learning recipe.
+
+    Args:
+        pruned: keras.Model. The pruned model (its weights are the starting point).
+        train, test, config, strategy, seed, verbose: as :func:`train_baseline`.
+    """
     config = config or TrainConfig.paper()
     strategy = resolve_strategy(strategy)
     net = _prepare(pruned, strategy, fresh=False, seed=seed, weight_decay=config.weight_decay, bn_sparsity=0.0)
     return _fit(net, train, test, strategy=strategy, epochs=config.finetune_epochs,
                 schedule=config.finetune_learning_rate, momentum=config.momentum, arm="fine-tune", verbose=verbose)
+
+
+def fine_tune(pruned, train, test, config=None, *, strategy=None, seed=0, verbose=0):
+    """Deprecated name of :func:`fine_tune_pruned` (kept one release; too close to ``recipe.finetune``)."""
+    import warnings
+
+    warnings.warn("`keras_visrec.pruning.fine_tune` is deprecated and will be removed in the next release; use "
+                  "`fine_tune_pruned` (the pruning study's fine-tune arm).", DeprecationWarning, stacklevel=2)
+    return fine_tune_pruned(pruned, train, test, config, strategy=strategy, seed=seed, verbose=verbose)
 
 
 def train_scratch(pruned, train, test, config=None, *, budget="E", full_macs=None, strategy=None, seed=0,

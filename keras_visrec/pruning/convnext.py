@@ -10,12 +10,13 @@
   block, every fuse and the head, so they form one channel group; the surgery narrows it
   everywhere (ranked by the summed |γ| of the group's BatchNorms).
 
-:func:`export_pruned_tflite` exports a pruned model with ``keras_visrec.tflite.export_tflite``.
+A pruned model exports like any other, with :func:`keras_visrec.export_tflite`.
 """
 
 import keras
 import numpy as np
 
+from keras_visrec.pruning.base import check_ratio, copy_model, make_report, per_layer_ratio, renamed_arguments
 from keras_visrec.pruning.l1_norm import l1_filter_norms
 from keras_visrec.pruning.surgery import find_channel_group, keep_largest, prune_channels
 
@@ -33,12 +34,6 @@ def convnext_mlp_layers(model):
     return names
 
 
-def _ratio(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"Prune ratio for {what} must be in [0, 1); received {value!r}.")
-    return float(value)
-
-
 def prune_convnext_mlp(model, ratio, *, name=None):
     """Removes a share of every ConvNeXt block's MLP hidden units (largest L1 norm kept).
 
@@ -46,33 +41,22 @@ def prune_convnext_mlp(model, ratio, *, name=None):
         model: keras.Model. A keras_visrec ConvNeXt (V1, V2 or isotropic; plain or exportable).
         ratio: float in [0, 1), or a dict ``{block prefix or pointwise_conv_1 name: ratio}``
             (blocks not listed are kept whole).
-        name: str. Name of the pruned model.
+        name: str. Name of the pruned model. Defaults to the model's.
 
     Returns:
-        The pruned `keras.Model`.
+        ``(pruned keras.Model, PruneReport)``.
     """
     layers = convnext_mlp_layers(model)
-    if isinstance(ratio, dict):
-        ratios = {}
-        for key, value in ratio.items():
-            layer_name = key if key.endswith(_MLP_SUFFIX) else key + _MLP_SUFFIX
-            if layer_name not in layers:
-                raise ValueError(f"{key!r} is not a ConvNeXt block of {model.name!r}; blocks: "
-                                 f"{[n[: -len(_MLP_SUFFIX)] for n in layers]}.")
-            ratios[layer_name] = _ratio(value, key)
-    else:
-        ratios = {n: _ratio(ratio, "the ConvNeXt MLPs") for n in layers}
+    ratios = per_layer_ratio(ratio, layers, what="ConvNeXt block MLP",
+                             resolve=lambda key: key if key.endswith(_MLP_SUFFIX) else key + _MLP_SUFFIX)
     keep = {}
-    for layer_name, r in ratios.items():
+    for layer_name, share in ratios.items():
         norms = l1_filter_norms(model.get_layer(layer_name))
-        count = max(1, int(norms.size * (1 - r)))
+        count = max(1, int(norms.size * (1 - share)))
         if count < norms.size:
             keep[layer_name] = keep_largest(norms, count)
-    if not keep:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        return copy
-    return prune_channels(model, keep, name=name)
+    pruned = prune_channels(model, keep, name=name) if keep else copy_model(model, name)
+    return pruned, make_report("convnext_mlp", model, pruned, ratio)
 
 
 def hrnet_branch_layers(model):
@@ -91,70 +75,63 @@ def hrnet_branch_layers(model):
     return names
 
 
-def prune_hrnet_branches(model, ratios, *, name=None):
+def prune_hrnet_branches(model, ratio=None, *, name=None, **deprecated):
     """Narrows HRNet's branches (each branch's width everywhere it is used).
 
     Args:
         model: keras.Model. A :func:`keras_visrec.hrnet.HRNetV2`.
-        ratios: sequence of float in [0, 1), one per branch (4 for HRNetV2).
-        name: str. Name of the pruned model.
+        ratio: float in [0, 1) for every branch, a sequence of one float per branch (4 for
+            HRNetV2), or a dict ``{branch index or layer of hrnet_branch_layers: float}``.
+            ``ratios=`` is its deprecated spelling.
+        name: str. Name of the pruned model. Defaults to the model's.
+
+    Returns:
+        ``(pruned keras.Model, PruneReport)``.
     """
+    ratio = renamed_arguments("prune_hrnet_branches", deprecated, {"ratios": "ratio"},
+                              current={"ratio": ratio})["ratio"]
     branches = hrnet_branch_layers(model)
-    ratios = list(ratios)
-    if len(ratios) != len(branches):
-        raise ValueError(f"`ratios` needs one entry per branch ({len(branches)}); received {len(ratios)}: {ratios}.")
+    if isinstance(ratio, (list, tuple)):
+        if len(ratio) != len(branches):
+            raise ValueError(f"`ratio` needs one entry per branch ({len(branches)}); received {len(ratio)}: "
+                             f"{list(ratio)}.")
+        ratio_by_layer = {layer: check_ratio(r, f"ratio[{i}]") for i, (layer, r) in enumerate(zip(branches, ratio))}
+    elif ratio is None:
+        raise TypeError("prune_hrnet_branches() needs `ratio` (a float, one per branch, or a dict).")
+    else:
+        ratio_by_layer = per_layer_ratio(ratio, branches, what="HRNet branch",
+                                         resolve=lambda key: branches[key] if isinstance(key, int)
+                                         and 0 <= key < len(branches) else key)
     keep = {}
-    for branch, (layer_name, r) in enumerate(zip(branches, ratios)):
-        r = _ratio(r, f"branch {branch}")
+    for layer_name, share in ratio_by_layer.items():
         group = find_channel_group(model, layer_name)
         scores = np.zeros(group.channels)
         for member in group.members:
             layer = model.get_layer(member)
             if isinstance(layer, keras.layers.BatchNormalization):
                 scores += np.abs(keras.ops.convert_to_numpy(layer.gamma))
-        count = max(1, int(group.channels * (1 - r)))
+        count = max(1, int(group.channels * (1 - share)))
         if count < group.channels:
             keep[layer_name] = keep_largest(scores, count)
-    if not keep:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        return copy
-    return prune_channels(model, keep, name=name)
+    pruned = prune_channels(model, keep, name=name) if keep else copy_model(model, name)
+    return pruned, make_report("hrnet_branches", model, pruned, ratio)
 
 
-def export_pruned_tflite(model, path, *, method="export_tflite", **kwargs):
-    """Exports a (pruned) model to TFLite; returns a report.
+def export_pruned_tflite(model, path, **kwargs):
+    """Exports a (pruned) model with :func:`keras_visrec.tflite.export_tflite`; returns its report.
 
-    Args:
-        model: keras.Model.
-        path: str. The ``.tflite`` file to write (atomically).
-        method: str. `"export_tflite"` (``keras_visrec.tflite.export_tflite``: graph preparation,
-            quantization, agreement check; returns its ``ExportReport``) or `"converter"` (plain
-            ``tf.lite.TFLiteConverter``; returns ``{"size", "max_abs_diff"}`` measured on 2
-            random inputs). Defaults to `"export_tflite"`.
-        **kwargs: passed to ``export_tflite`` (``quantization``, ``representative_data`` …).
+    Kept one release for its callers: call ``export_tflite`` (``sparse=True`` for magnitude-
+    pruned weights). ``method="converter"`` (a plain converter and its own interpreter loop)
+    is gone; ``method="export_tflite"`` is accepted with a DeprecationWarning.
     """
-    if method == "export_tflite":
-        from keras_visrec.tflite.export import export_tflite
+    import warnings
 
-        return export_tflite(model, path, **kwargs)
-    if method != "converter":
-        raise ValueError(f"`method` must be 'export_tflite' or 'converter'; received method={method!r}.")
-    if kwargs:
-        raise TypeError(f"method='converter' takes no further options; received {sorted(kwargs)}.")
-    import tensorflow as tf
+    method = kwargs.pop("method", None)
+    if method not in (None, "export_tflite"):
+        raise ValueError("export_pruned_tflite(method=...) is gone: every export goes through "
+                         f"keras_visrec.export_tflite; received method={method!r}.")
+    warnings.warn("`export_pruned_tflite` is deprecated and will be removed in the next release; use "
+                  "`keras_visrec.export_tflite(model, path, ...)`.", DeprecationWarning, stacklevel=2)
+    from keras_visrec.tflite.export import export_tflite
 
-    from keras_visrec.pruning.magnitude import export_sparse_tflite
-
-    content = export_sparse_tflite(model, path, sparse=False)
-    shape = (1,) + tuple(model.input.shape[1:])
-    images = np.random.default_rng(0).uniform(0, 255, (2,) + shape[1:]).astype("float32")
-    interpreter = tf.lite.Interpreter(model_content=content)
-    interpreter.allocate_tensors()
-    diffs = []
-    for image in images:
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
-        interpreter.invoke()
-        lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-        diffs.append(float(np.abs(lite - keras.ops.convert_to_numpy(model(image[None]))).max()))
-    return {"size": len(content), "max_abs_diff": max(diffs)}
+    return export_tflite(model, path, **kwargs)

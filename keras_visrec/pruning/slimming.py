@@ -13,7 +13,8 @@ surgery removes them (:func:`network_slimming`):
   by a :class:`~keras_visrec.cifar.ChannelSelection`, which is narrowed instead.
 
 A layer whose every channel falls under the threshold keeps its single largest-|γ| channel
-(the network would otherwise be cut in two); the report lists such layers.
+(the network would otherwise be cut in two); the report lists such layers. A per-layer dict
+``ratio={bn name: share}`` prunes each listed BatchNorm by its own threshold instead.
 """
 
 import dataclasses
@@ -22,36 +23,42 @@ import keras
 import numpy as np
 
 from keras_visrec.cifar import ChannelSelection
+from keras_visrec.pruning.base import check_ratio, copy_model, iter_layers, make_report, per_layer_ratio, \
+    renamed_arguments
 from keras_visrec.pruning.surgery import SurgeryError, _Graph, _PASSTHROUGH, prune_channels
 
-__all__ = ["SlimmingReport", "add_bn_sparsity", "network_slimming", "remove_bn_sparsity", "slimming_plan"]
+__all__ = ["SlimmingPlan", "add_bn_sparsity", "network_slimming", "remove_bn_sparsity", "slimming_plan"]
 
 
 def _batch_norms(model):
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.scale]
+    return [layer for layer in iter_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.scale]
 
 
-def add_bn_sparsity(model, s=1e-4, layers=None):
-    """Adds ``s·|γ|`` (gradient ``s·sign(γ)``) on the scale of every BatchNorm of ``model``.
+def add_bn_sparsity(model, strength=1e-4, layers=None, **deprecated):
+    """Adds ``strength·|γ|`` (gradient ``strength·sign(γ)``) on the scale of every BatchNorm of ``model``.
 
     Call before ``compile``/``fit``. The penalty lives on the variables, not in the layer
     configs, so clones and pruned copies are free of it.
 
     Args:
         model: keras.Model. A built model.
-        s: float. Sparsity strength (1e-4 for VGG, 1e-5 for PreResNet-164 and DenseNet-40).
+        strength: float. The paper's sparsity strength ``s`` (1e-4 for VGG, 1e-5 for
+            PreResNet-164 and DenseNet-40); ``s=`` is its deprecated spelling. Defaults to `1e-4`.
         layers: list of str or `None`. BatchNorm names; defaults to all.
 
     Returns:
         The names of the penalised BatchNorm layers.
     """
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
-        raise ValueError(f"`s` must be a non-negative float; received s={s!r}.")
+    strength = renamed_arguments("add_bn_sparsity", deprecated, {"s": "strength"}, current={"strength": strength},
+                                 defaults={"strength": 1e-4})["strength"]
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
+        raise ValueError(f"`strength` must be a non-negative float; received strength={strength!r}.")
     bns = _batch_norms(model) if layers is None else [model.get_layer(n) for n in layers]
     for bn in bns:
         if not isinstance(bn, keras.layers.BatchNormalization):
             raise ValueError(f"Layer {bn.name!r} is a {type(bn).__name__}, not a BatchNormalization.")
-        bn.gamma.regularizer = keras.regularizers.L1(float(s)) if s else None
+        bn.gamma.regularizer = keras.regularizers.L1(float(strength)) if strength else None
     return [bn.name for bn in bns]
 
 
@@ -62,12 +69,13 @@ def remove_bn_sparsity(model):
 
 
 @dataclasses.dataclass(frozen=True)
-class SlimmingReport:
-    """What :func:`slimming_plan` decided.
+class SlimmingPlan:
+    """What :func:`slimming_plan` decided (``SlimmingReport`` is its old name, kept one release).
 
     Attributes:
-        ratio: float. Requested share of the candidate channels to remove.
-        threshold: float. The global |γ| threshold (channels at or below it go).
+        ratio: float or dict. Requested share of the candidate channels to remove.
+        threshold: float. The global |γ| threshold (channels at or below it go; with a
+            per-layer dict, the largest of the per-layer thresholds).
         kept: dict. ``{BN name: kept channel indices}``.
         total: int. Candidate channels over all slimmable BNs.
         removed: int. Channels removed.
@@ -127,57 +135,76 @@ def _selection_after(tensor, consumers, graph):
 
 
 def slimming_plan(model, ratio):
-    """One global |γ| threshold removing ``ratio`` of the slimmable BN channels.
+    """The channels network slimming removes: one global |γ| threshold (or one per listed BN).
 
     Args:
         model: keras.Model. Trained with :func:`add_bn_sparsity`.
-        ratio: float in [0, 1). Share of channels to remove (VGG-19: 0.7, PreResNet-164 and
-            DenseNet-40: 0.4).
+        ratio: float in [0, 1), the share of all slimmable BN channels to remove under one
+            global threshold (VGG-19: 0.7, PreResNet-164 and DenseNet-40: 0.4), or a dict
+            ``{BN name: float}`` pruning each listed BN by its own threshold.
 
     Returns:
-        A :class:`SlimmingReport`.
+        A :class:`SlimmingPlan`.
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise ValueError(f"`ratio` must be in [0, 1); received ratio={ratio!r}.")
     targets, skipped = _slimming_targets(model)
     if not targets:
         raise ValueError(f"Model {model.name!r} has no BatchNorm that network slimming can prune.")
+    shares = per_layer_ratio(ratio, list(targets), what="BatchNorm")
     scales = {}
     for bn_name, (kind, selection) in targets.items():
         gamma = np.abs(keras.ops.convert_to_numpy(model.get_layer(bn_name).gamma))
         if kind == "select" and selection.indices is not None:
             gamma = gamma[np.asarray(selection.indices)]  # candidates: the channels still selected
         scales[bn_name] = gamma
-    everything = np.concatenate(list(scales.values()))
-    count = int(everything.size * ratio)
-    order = np.argsort(everything, kind="stable")
-    removed_mask = np.zeros(everything.size, bool)
-    removed_mask[order[:count]] = True
-    threshold = float(everything[order[count - 1]]) if count else 0.0
-    kept, emptied, offset, removed = {}, [], 0, 0
-    for bn_name, gamma in scales.items():
-        mask = ~removed_mask[offset: offset + gamma.size]
-        offset += gamma.size
-        if not mask.any():
-            mask[int(np.argmax(gamma))] = True
-            emptied.append(bn_name)
-        kept[bn_name] = np.flatnonzero(mask)
-        removed += int((~mask).sum())
-    return SlimmingReport(float(ratio), threshold, kept, int(everything.size), removed, tuple(emptied), skipped)
+    if isinstance(ratio, dict):  # one threshold per listed BN
+        groups = [{bn_name: scales[bn_name]} for bn_name in shares]
+        requested = ratio
+    else:
+        groups = [scales]
+        requested = check_ratio(ratio)
+    kept, emptied, removed, total, threshold = {}, [], 0, 0, 0.0
+    for group in groups:
+        share = shares[next(iter(group))]
+        everything = np.concatenate(list(group.values()))
+        count = int(everything.size * share)
+        order = np.argsort(everything, kind="stable")
+        removed_mask = np.zeros(everything.size, bool)
+        removed_mask[order[:count]] = True
+        threshold = max(threshold, float(everything[order[count - 1]]) if count else 0.0)
+        offset = 0
+        for bn_name, gamma in group.items():
+            mask = ~removed_mask[offset: offset + gamma.size]
+            offset += gamma.size
+            if not mask.any():
+                mask[int(np.argmax(gamma))] = True
+                emptied.append(bn_name)
+            kept[bn_name] = np.flatnonzero(mask)
+            removed += int((~mask).sum())
+        total += everything.size
+    for bn_name, gamma in scales.items():  # BNs a per-layer dict leaves out keep every channel
+        if bn_name not in kept:
+            kept[bn_name] = np.arange(gamma.size)
+            total += gamma.size
+    return SlimmingPlan(requested, threshold, kept, int(total), removed, tuple(emptied), skipped)
 
 
 def network_slimming(model, ratio, *, name=None):
-    """Prunes ``model`` by network slimming; returns ``(pruned model, SlimmingReport)``.
+    """Prunes ``model`` by network slimming; returns ``(pruned model, PruneReport)``.
 
     Args:
         model: keras.Model. Trained with the BN sparsity term.
-        ratio: float in [0, 1). Share of the slimmable channels to remove.
-        name: str. Name of the pruned model.
+        ratio: float in [0, 1) (one global threshold) or dict ``{BN name: float}`` (see
+            :func:`slimming_plan`).
+        name: str. Name of the pruned model. Defaults to the model's.
+
+    Returns:
+        ``(pruned keras.Model, PruneReport)``; the report's details (also attributes) are the
+        plan's ``threshold``, ``kept``, ``total``, ``removed``, ``emptied`` and ``skipped``.
     """
-    report = slimming_plan(model, ratio)
+    plan = slimming_plan(model, ratio)
     targets, _ = _slimming_targets(model)
     keep = {}
-    for bn_name, kept in report.kept.items():
+    for bn_name, kept in plan.kept.items():
         kind, selection = targets[bn_name]
         channels = int(model.get_layer(bn_name).gamma.shape[0])
         if kind == "select":
@@ -187,10 +214,22 @@ def network_slimming(model, ratio, *, name=None):
         elif len(kept) < channels:
             keep[bn_name] = kept
     if not keep:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        return copy, report
-    try:
-        return prune_channels(model, keep, name=name), report
-    except SurgeryError as error:
-        raise SurgeryError(f"Network slimming of {model.name!r} failed: {error}") from error
+        pruned = copy_model(model, name)
+    else:
+        try:
+            pruned = prune_channels(model, keep, name=name)
+        except SurgeryError as error:
+            raise SurgeryError(f"Network slimming of {model.name!r} failed: {error}") from error
+    details = {field.name: getattr(plan, field.name) for field in dataclasses.fields(plan) if field.name != "ratio"}
+    return pruned, make_report("slimming", model, pruned, plan.ratio, details=details)
+
+
+def __getattr__(name):
+    if name == "SlimmingReport":
+        import warnings
+
+        warnings.warn("`SlimmingReport` is deprecated and will be removed in the next release; use `SlimmingPlan` "
+                      "(the plan slimming_plan returns; network_slimming returns a PruneReport).",
+                      DeprecationWarning, stacklevel=2)
+        return SlimmingPlan
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

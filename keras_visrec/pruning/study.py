@@ -23,6 +23,7 @@ from keras_visrec import cifar
 from keras_visrec.files import write_atomic
 from keras_visrec.flops import count_flops
 from keras_visrec.pruning import arms
+from keras_visrec.pruning.base import renamed_arguments
 from keras_visrec.pruning.l1_norm import L1_CONFIGS, VGG16_A, l1_prune_config, l1_prune_vgg
 from keras_visrec.pruning.slimming import network_slimming
 
@@ -31,9 +32,9 @@ __all__ = ["ARM_NAMES", "SLIMMING_CONFIGS", "StudyResult", "build_method", "run_
 ARM_NAMES = ("baseline", "fine-tune", "scratch-E", "scratch-B")
 
 SLIMMING_CONFIGS = {
-    "vgg19": dict(ratio=0.7, s=1e-4),
-    "preresnet164": dict(ratio=0.4, s=1e-5),
-    "densenet40": dict(ratio=0.4, s=1e-5),
+    "vgg19": dict(ratio=0.7, strength=1e-4),
+    "preresnet164": dict(ratio=0.4, strength=1e-5),
+    "densenet40": dict(ratio=0.4, strength=1e-5),
 }
 
 
@@ -48,7 +49,7 @@ def _scale(cfg, width):
 
 def build_method(method, config, *, width=1.0, classes=10, input_shape=(32, 32, 3), vgg_cfg=None, pruned_cfg=None,
                  ratio=None):
-    """``(build(), prune(model) -> pruned, bn_sparsity)`` for a method and configuration.
+    """``(build(), prune(model) -> (pruned, PruneReport), bn_sparsity)`` for a method and configuration.
 
     ``vgg_cfg``, ``pruned_cfg`` (L1-norm) and ``ratio`` (slimming, default 0.7) describe the
     ``"vgg_custom"`` configuration.
@@ -82,7 +83,7 @@ def build_method(method, config, *, width=1.0, classes=10, input_shape=(32, 32, 
         build = lambda: cifar.CIFARPreResNet(164, bn_gamma_init=0.5, **common)  # noqa: E731
     else:
         build = lambda: cifar.CIFARDenseNet(40, bn_gamma_init=0.5, **common)  # noqa: E731
-    return build, (lambda m: network_slimming(m, spec["ratio"], name=f"{config}_slim")[0]), spec["s"]
+    return build, (lambda m: network_slimming(m, spec["ratio"], name=f"{config}_slim")), spec["strength"]
 
 
 def _custom_vgg(method, vgg_cfg, pruned_cfg, ratio, width, common):
@@ -97,7 +98,7 @@ def _custom_vgg(method, vgg_cfg, pruned_cfg, ratio, width, common):
                 lambda m: l1_prune_vgg(m, pruned, name="vgg_pruned"), 0.0)
     ratio = 0.7 if ratio is None else ratio
     return (lambda: cifar.CIFARVGG(full, head="slimming", bn_gamma_init=0.5, name="vgg", **common),
-            lambda m: network_slimming(m, ratio, name="vgg_slim")[0], 1e-4)
+            lambda m: network_slimming(m, ratio, name="vgg_slim"), 1e-4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +134,8 @@ def _summarise(runs):
 
 
 def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None, strategy=None, width=1.0,
-              classes=10, input_shape=(32, 32, 3), vgg_cfg=None, pruned_cfg=None, ratio=None, out_dir=None,
-              verbose=0):
+              classes=10, input_shape=(32, 32, 3), vgg_cfg=None, pruned_cfg=None, ratio=None, output_dir=None,
+              verbose=0, **deprecated):
     """Runs the four arms for ``method``/``config`` over ``seeds``; writes table and plot.
 
     Args:
@@ -148,13 +149,15 @@ def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None
         classes: int. Defaults to `10`.
         input_shape: tuple. Defaults to `(32, 32, 3)`.
         vgg_cfg, pruned_cfg, ratio: the ``"vgg_custom"`` configuration (see :func:`build_method`).
-        out_dir: str or `None`. Where ``study.md``, ``study.csv``, ``study.json`` and
-            ``study.png`` go; `None` writes nothing.
+        output_dir: str or `None`. Where ``study.md``, ``study.csv``, ``study.json`` and
+            ``study.png`` go; `None` writes nothing. (``out_dir=`` is its deprecated spelling.)
         verbose: int. 1 prints each arm as it finishes and Keras progress bars. Defaults to `0`.
 
     Returns:
         A :class:`StudyResult`.
     """
+    output_dir = renamed_arguments("run_study", deprecated, {"out_dir": "output_dir"},
+                                   current={"output_dir": output_dir})["output_dir"]
     if not seeds:
         raise ValueError("`seeds` must list at least one seed.")
     build, prune, bn_sparsity = build_method(method, config, width=width, classes=classes, input_shape=input_shape,
@@ -168,8 +171,10 @@ def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None
         trained, result = arms.train_baseline(model, train, test, config_, strategy=strategy, bn_sparsity=bn_sparsity,
                                               seed=seed, verbose=fit_verbose)
         runs.append(result)
-        pruned = prune(trained)
-        for step in (lambda: arms.fine_tune(pruned, train, test, config_, strategy=strategy, seed=seed,
+        pruned, report = prune(trained)
+        if verbose:
+            print(report, flush=True)
+        for step in (lambda: arms.fine_tune_pruned(pruned, train, test, config_, strategy=strategy, seed=seed,
                                             verbose=fit_verbose),
                      lambda: arms.train_scratch(pruned, train, test, config_, budget="E", strategy=strategy,
                                                 seed=seed, verbose=fit_verbose),
@@ -181,16 +186,16 @@ def run_study(method, config, train, test, *, seeds=(0, 1, 2), train_config=None
                 print(f"seed {seed} {r.arm:<10} accuracy {100 * r.accuracy:.2f} epochs {r.epochs} "
                       f"MMACs {r.macs / 1e6:.3f}", flush=True)
     result = StudyResult(method, config, tuple(runs), _summarise(runs), {})
-    if out_dir is not None:
-        result = dataclasses.replace(result, files=_write(result, out_dir, seeds))
+    if output_dir is not None:
+        result = dataclasses.replace(result, files=_write(result, output_dir, seeds))
     return result
 
 
 
 
-def _write(result, out_dir, seeds):
-    os.makedirs(out_dir, exist_ok=True)
-    files = {name: os.path.join(out_dir, f"study.{name}") for name in ("md", "csv", "json", "png")}
+def _write(result, output_dir, seeds):
+    os.makedirs(output_dir, exist_ok=True)
+    files = {name: os.path.join(output_dir, f"study.{name}") for name in ("md", "csv", "json", "png")}
     write_atomic(files["md"], result.table() + "\n")
     header = "arm,accuracy_mean,accuracy_std,epochs,macs,params,runs\n"
     rows = "".join(f"{r['arm']},{r['accuracy_mean']:.6f},{r['accuracy_std']:.6f},{r['epochs']},{r['macs']},"

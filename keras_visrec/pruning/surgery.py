@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_visrec.cifar import ChannelSelection
 from keras_visrec.layers import GRN, LayerScale, StochasticDepth
+from keras_visrec.pruning.base import _PRODUCERS, iter_layers
 
 __all__ = ["ChannelGroup", "SurgeryError", "channel_groups", "find_channel_group", "prune_channels",
            "keep_largest"]
@@ -36,9 +37,6 @@ class SurgeryError(ValueError):
     """A pruning request the graph does not allow, or a layer the surgery does not understand."""
 
 
-# layers that create a new channel space from their input channels
-_PRODUCERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense,
-              keras.layers.Conv2DTranspose, keras.layers.SeparableConv2D)
 # layers whose output channel c depends only on input channel c, with per-channel weights
 _PER_CHANNEL = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.DepthwiseConv2D,
                 LayerScale, GRN, keras.layers.PReLU)
@@ -404,8 +402,11 @@ def _rebuild(model, plan, name):
     new = keras.models.clone_model(model, clone_function=clone)
     if name:
         new.name = name
-    for layer in _weighted_layers(new):
-        old = model.get_layer(layer.name)
+    old_layers = {layer.name: layer for layer in iter_layers(model)}
+    for layer in iter_layers(new):
+        if not layer.weights or isinstance(layer, keras.Model):
+            continue
+        old = old_layers[layer.name]
         expected = [tuple(w.shape) for w in layer.weights]
         values = _slice_weights(old, plan.inputs.get(layer.name), plan.outputs.get(layer.name), expected)
         if [tuple(v.shape) for v in values] != expected:
@@ -413,14 +414,6 @@ def _rebuild(model, plan, name):
                                f"rebuilt layer {expected}.")
         layer.set_weights(values)
     return new
-
-
-def _weighted_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _weighted_layers(layer)
-        elif layer.weights:
-            yield layer
 
 
 def _take(array, axis, index):

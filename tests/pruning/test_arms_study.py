@@ -35,8 +35,8 @@ def test_arms_train_under_mirrored_strategy(two_cpu_strategy):
     trained, base = arms.train_baseline(model, train, test, config, strategy=two_cpu_strategy, bn_sparsity=1e-4)
     assert base.arm == "baseline" and base.epochs == 1 and np.isfinite(base.loss)
     assert len(base.history["loss"]) == 1
-    pruned = keras_visrec.pruning.l1_prune(trained, {"v_conv_2": 4})
-    _, tuned = arms.fine_tune(pruned, train, test, config, strategy=two_cpu_strategy)
+    pruned, _ = keras_visrec.pruning.l1_prune(trained, widths={"v_conv_2": 4})
+    _, tuned = arms.fine_tune_pruned(pruned, train, test, config, strategy=two_cpu_strategy)
     _, scratch = arms.train_scratch(pruned, train, test, config, budget="B", full_macs=base.macs,
                                     strategy=two_cpu_strategy)
     assert tuned.macs == scratch.macs < base.macs
@@ -61,8 +61,8 @@ def test_ci_study_through_the_command_line(tmp_path):
     out = str(tmp_path / "study")
     code = keras_visrec.cli.main([
         "prune-study", "--method", "l1", "--config", "vgg_custom", "--vgg-cfg", "16,M,32,M,64,M,64",
-        "--pruned-cfg", "8,M,16,M,32,M,64", "--dataset", "digits", "--image-size", "16", "--epochs", "2",
-        "--seeds", "0", "1", "--out", out, "--verbose", "0",
+        "--pruned-cfg", "8,M,16,M,32,M,64", "--data", "digits", "--image-size", "16", "--epochs", "2",
+        "--seeds", "0", "1", "--output-dir", out, "--quiet",
     ])
     assert code == 0
     assert {"study.md", "study.csv", "study.json", "study.png"} <= set(os.listdir(out))

@@ -30,7 +30,7 @@ def test_sparsity_term_adds_s_sign_gamma_to_the_gradient():
         gamma[0] = np.array([0.5, -0.3, 0.2, 0.0], "float32")
         bn.set_weights(gamma)
         if s:
-            assert slimming.add_bn_sparsity(model, s) == ["v_bn_0", "v_bn_2"]
+            assert slimming.add_bn_sparsity(model, strength=s) == ["v_bn_0", "v_bn_2"]
         model.compile(keras.optimizers.SGD(1.0), "sparse_categorical_crossentropy")
         model.fit(np.ones((4, 8, 8, 3), "float32"), np.zeros(4, "int32"), batch_size=4, verbose=0)
         return bn.get_weights()[0]
@@ -47,10 +47,15 @@ def test_global_threshold_ranks_all_layers_together():
         values[0] = np.array(gamma, "float32")
         bn.set_weights(values)
     report = slimming.slimming_plan(model, 0.5)
+    assert isinstance(report, slimming.SlimmingPlan)
     assert report.total == 8 and report.removed == 4
     assert report.kept["v_bn_0"].tolist() == [0, 1, 2]
     assert report.kept["v_bn_2"].tolist() == [2]
     assert report.threshold == pytest.approx(0.6)
+    # a per-layer dict: each listed BN by its own threshold, the others untouched
+    local = slimming.slimming_plan(model, {"v_bn_2": 0.5})
+    assert local.kept["v_bn_2"].tolist() == [2, 3] and local.kept["v_bn_0"].tolist() == [0, 1, 2, 3]
+    assert local.removed == 2 and local.total == 8
 
 
 def test_layer_losing_every_channel_keeps_its_largest():
@@ -59,7 +64,8 @@ def test_layer_losing_every_channel_keeps_its_largest():
     values = bn.get_weights()
     values[0] = np.array([0.01, 0.03, 0.02, 0.0], "float32")
     bn.set_weights(values)
-    pruned, report = slimming.network_slimming(model, 0.5)
+    pruned, report = slimming.network_slimming(model, 0.5, name="v_slim")
+    assert pruned.name == "v_slim" and report.method == "slimming"
     assert report.emptied == ("v_bn_2",)
     assert report.kept["v_bn_2"].tolist() == [1]
     assert pruned.get_layer("v_conv_2").filters == 1
@@ -94,5 +100,5 @@ def test_bad_ratio_and_no_batchnorm():
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="no BatchNorm"):
         slimming.slimming_plan(plain, 0.5)
-    with pytest.raises(ValueError, match="`s`"):
+    with pytest.raises(ValueError, match="`strength`"):
         slimming.add_bn_sparsity(model, -1)

@@ -115,3 +115,18 @@ def test_bad_requests():
         surgery.prune_channels(model, keep={"v_conv_0": [0, 1], "v_bn_0": [1, 2]})
     with pytest.raises(surgery.SurgeryError, match="output"):
         surgery.prune_channels(model, keep={"v_classifier": [0, 1]})
+
+
+def test_symmetric_padding_before_a_valid_stride_2_conv_passes_pruned_channels_through():
+    # the official CIFAR nets' stride-2 convs pad 1 on every side: ZeroPadding2D + a "valid" conv
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", use_bias=False, name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pad")(x)
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="valid", name="c2")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x)))
+    _zero_bn_channels(model, "bn1", [1, 4])
+    pruned = surgery.prune_channels(model, remove={"c1": [1, 4]})
+    assert pruned.get_layer("c2").kernel.shape == (3, 3, 4, 4)
+    _close(model, pruned, X[:, :8, :8])

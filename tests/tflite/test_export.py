@@ -72,7 +72,7 @@ def test_depthwise_split_is_exact_and_removes_large_kernels(tiny_model, images):
         output = graph.function(tf.constant(images[:1]))
         output = output[0] if isinstance(output, (list, tuple)) else output
         np.testing.assert_allclose(output.numpy(), expected, atol=1e-4)
-    assert "row-band" in split.lowered["DepthwiseConv2D"]
+    assert "row-band" in split.lowered["DepthwiseConv2D"] and split.unruled == {}  # every layer has a rule
     assert cpu.lowered["Conv2D (k == stride)"] == "SPACE_TO_DEPTH + 1x1 CONV_2D"
     assert len(cpu.float_nodes) == 2 * 9 and not split.float_nodes  # 9 LayerNorms: eps-add and rsqrt each
 
@@ -166,14 +166,15 @@ def test_missing_output_directory_and_dynamic_model(tiny_model, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_unknown_layers_with_weights_are_frozen_convnext_v2(tmp_path):
+def test_layers_called_as_is_have_their_variables_frozen_convnext_v2(tmp_path):
     model = keras_visrec.ConvNeXtV2Atto(input_shape=(32, 32, 3), classes=10, classifier_activation=None)
     for layer in model.layers:
         if type(layer).__name__ == "GRN":
             layer.set_weights([np.full(w.shape, 0.3, "float32") for w in layer.get_weights()])
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     report = export_tflite(model, tmp_path / "v2.tflite", validation_data=images)
-    assert report.lowered["GRN"] == "called as is"
+    assert report.lowered["GRN"] == "called as is (converts to builtin ops)"  # GRN's rule: its keras.ops call
+    assert not any("no export rule" in problem for problem in report.problems)
     assert report.agreement["max_abs_diff"] < 1e-4
 
 
@@ -185,3 +186,51 @@ def test_float_islands_fall_back_with_a_warning_without_a_node_denylist(tiny_mod
         report = export_tflite(tiny_model, tmp_path / "m.tflite", quantization="int8", representative_data=images)
     assert report.kernels["RSQRT"]["dtypes"] == ["int8"]
     assert not any("float islands" in note for note in report.precision)
+
+
+def test_signatures_export_several_functions_over_one_set_of_weights(tmp_path):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 3))
+    body = keras.Model(inputs, keras.layers.Conv2D(5, 3, padding="same", name="conv")(inputs), name="body")
+    head = keras.layers.Dense(2, name="head")
+    head.build((None, 4, 4, 5))
+    holder = keras.Model(inputs, head(body(inputs)), name="holder")
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 4, 4, 3), tf.float32, name="image")])
+    def features(image):
+        return {"features": body(image)}
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 4, 4, 5), tf.float32, name="features")])
+    def logits(features):
+        return {"logits": head(features)}
+
+    report = export_tflite(holder, tmp_path / "two.tflite", signatures={"features": features, "logits": logits})
+    assert sorted(report.agreement["signatures"]) == ["features", "logits"]
+    assert report.agreement["max_abs_diff"] < 1e-5 and report.size_bytes == os.path.getsize(report.path)
+    runner = keras_visrec.load_tflite(report.path)
+    x = np.random.default_rng(1).normal(size=(1, 4, 4, 3)).astype("float32")
+    chained = runner.predict(runner.predict({"image": x}, signature="features"), signature="logits")
+    np.testing.assert_allclose(chained, holder.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="Graph forms"):
+        export_tflite(holder, tmp_path / "x.tflite", signatures={"logits": logits}, gelu="tanh")
+    with pytest.raises(TypeError, match="input_signature"):
+        export_tflite(holder, tmp_path / "x.tflite", signatures={"logits": lambda f: f})
+    assert sorted(os.listdir(tmp_path)) == ["two.tflite"]
+
+
+def test_sparse_export_stores_pruned_kernels_sparsely(tmp_path):
+    model = _tiny(seed=2)
+    for layer in model.layers:  # zero 90 % of every pointwise kernel, as magnitude pruning would
+        if layer.name.endswith(("pointwise_conv_1", "pointwise_conv_2")):
+            kernel, bias = layer.get_weights()
+            kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.9)] = 0.0
+            layer.set_weights([kernel, bias])
+    sparse = export_tflite(model, tmp_path / "sparse.tflite", sparse=True)
+    # stored densely the float32 weights alone take 4 bytes per parameter (the dense file: 250 kB)
+    assert sparse.size_bytes < 0.5 * 4 * model.count_params(), sparse.size_bytes
+    assert sparse.agreement["max_abs_diff"] < 1e-4
+    assert any(note.startswith("sparse: ") for note in sparse.precision) and "sparse=True" in sparse.lowered["forms"]
+    with pytest.raises(ValueError, match="sparse"):
+        export_tflite(model, tmp_path / "x.tflite", sparse="yes")
