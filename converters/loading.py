@@ -13,6 +13,7 @@ out, by name). Key-map modules register theirs with :func:`register_family_loade
 import os
 
 from keras_visrec.converters import anytime
+from keras_visrec.converters.cifar_keys import load_cifar_state_dict
 from keras_visrec.converters.convnext_keys import (
     assign_state_dict, convert_state_dict, detect_layout, unwrap_state_dict,
 )
@@ -55,6 +56,7 @@ def _load_anytime(model, state, *, include_top, source, strict=True, **_):
 
 register_family_loader(("convnext", "convnext_v2", "convnext_isotropic"), _load_convnext)
 register_family_loader(("hrnet", "adpc"), _load_anytime)
+register_family_loader("cifar", load_cifar_state_dict)
 
 
 def load_checkpoint_into_model(model, path, *, include_top, family="convnext", layout=None, source_prefix=None,
