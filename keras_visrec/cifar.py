@@ -82,7 +82,6 @@ VGG_CONFIGS = {
 
 _HEADS = ("l1", "slimming")
 _SHORTCUTS = ("A", "B")
-_KAIMING = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 @keras.saving.register_keras_serializable(package="keras_visrec")
@@ -193,13 +192,20 @@ def _stem(inputs, name, include_preprocessing):
     return inputs
 
 
+def _kaiming():
+    """He-normal over fan-out, as the official code initialises convs. One instance per layer: an
+    initializer created without a seed draws its seed once, so a shared one would give every conv of
+    the same shape the same kernel."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
 def _conv(x, filters, kernel, name, strides=1):
     """A bias-free conv padded as PyTorch pads it: ``kernel // 2`` pixels on every side."""
     pad = kernel // 2
     if strides > 1 and pad:  # "same" would pad bottom/right only
         x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
     return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same" if strides == 1 else "valid",
-                               use_bias=False, kernel_initializer=_KAIMING, name=name)(x)
+                               use_bias=False, kernel_initializer=_kaiming(), name=name)(x)
 
 
 def _bn(name, gamma=1.0):

@@ -200,6 +200,17 @@ def test_old_names_warn_and_still_build():
     assert keras_visrec.CIFARResNet is cifar.CIFARResNet and keras_visrec.ResNetCIFAR is cifar.ResNetCIFAR
 
 
+def test_every_conv_starts_from_its_own_seeded_kernel():
+    keras.utils.set_random_seed(5)
+    model = cifar.ResNetCIFAR(8, name="r")
+    keras.utils.set_random_seed(5)
+    again = cifar.ResNetCIFAR(8, name="r")
+    kernels = [keras.ops.convert_to_numpy(model.get_layer(f"r_stage_0_block_0_conv_{i}").kernel) for i in (1, 2)]
+    assert not np.array_equal(*kernels)  # same shape, independent draws
+    np.testing.assert_array_equal(kernels[0], keras.ops.convert_to_numpy(again.get_layer("r_stage_0_block_0_conv_1").kernel))
+    assert np.std(kernels[0]) == pytest.approx(np.sqrt(2.0 / (9 * 16)), rel=0.2)  # He over fan-out
+
+
 def test_l1_pruning_keeps_the_symmetric_padding():
     model = cifar.ResNetCIFAR(8, name="r", classifier_activation=None)
     pruned = surgery.prune_channels(model, keep={"r_stage_1_block_0_conv_1": list(range(20)),
