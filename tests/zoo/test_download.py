@@ -5,7 +5,6 @@ Resumption, concurrent processes, SIGKILL and stale locks: ``test_download_fault
 import hashlib
 import http.server
 import os
-import threading
 
 import pytest
 
@@ -39,13 +38,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def server(http_server):
+    return http_server(_Handler)
 
 
 def _leftovers(directory):
