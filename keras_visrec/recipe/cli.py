@@ -45,6 +45,10 @@ def register(subparsers):
     ft.add_argument("--data-dir", help="tfds data directory")
     ft.add_argument("--manual-dir", help="tfds manual download directory")
     ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--checkpoint-steps", type=int, help="also checkpoint every N steps inside epochs "
+                    "(a killed run then resumes mid-epoch, losing at most N steps)")
+    ft.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism: a resumed run ends "
+                    "with the uninterrupted run's weights, bit for bit")
     ft.set_defaults(func=_finetune)
 
     ev = subparsers.add_parser("eval", help="top-1/top-5 with the official evaluation transform")
@@ -84,9 +88,10 @@ def _finetune(args):
         crop_scale=None if args.no_random_crop else (0.08, 1.0), ema=args.ema, strategy=args.strategy,
         mixed_precision=args.mixed_precision, train_split=args.train_split, val_split=args.val_split,
         data_dir=args.data_dir, manual_dir=args.manual_dir, depths=args.depths, dims=args.dims,
-        weights_classes=args.weights_classes, seed=args.seed,
+        weights_classes=args.weights_classes, seed=args.seed, checkpoint_steps=args.checkpoint_steps,
+        deterministic=args.deterministic,
     )
-    if result.initial_epoch:
+    if result.resumed_step:
         print(f"resumed at epoch {result.initial_epoch}, step {result.start_step}")
     for key in ("accuracy", "val_accuracy"):
         if result.history.get(key):
