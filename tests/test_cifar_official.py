@@ -192,12 +192,14 @@ def _randomise(net, seed, prune_selections=False):
         for name, module in net.named_modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
                 fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * math.sqrt(2.0 / fan_in))
+                gain = 4.0 if isinstance(module, torch.nn.Linear) else 1.0  # logits of a few units
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * gain *
+                                    math.sqrt(2.0 / fan_in))
                 if module.bias is not None:
                     module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
             elif isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
                 c = module.num_features
-                module.weight.copy_(0.25 + 0.5 * torch.rand(c, generator=generator))
+                module.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=generator))
                 module.bias.copy_(0.2 * torch.randn(c, generator=generator))
                 module.running_mean.copy_(0.2 * torch.randn(c, generator=generator))
                 module.running_var.copy_(0.5 + torch.rand(c, generator=generator))
@@ -206,10 +208,10 @@ def _randomise(net, seed, prune_selections=False):
     return net
 
 
-def _select_random(net, cfg_positions, seed):
+def _select_random(selections, seed):
     """Sets each selection's 0/1 ``indexes`` to keep ``count`` random channels (an official pruned net)."""
     rng = np.random.default_rng(seed)
-    for module, count in cfg_positions(net):
+    for module, count in selections:
         channels = module.indexes.numel()
         mask = np.zeros(channels, "float32")
         mask[rng.choice(channels, count, replace=False)] = 1
@@ -248,45 +250,55 @@ def _max_abs(model, net, size):
 _VGG_TINY = (8, 8, "M", 16, "M", 16, 16, "M", 24)
 
 
+def _pruned_preresnet_cfg(cfg):
+    """Fewer stream channels selected per block (network slimming), narrower convs (3n + 1 entries)."""
+    return [max(1, c * 5 // 8) if i % 3 == 0 or i == len(cfg) - 1 else max(1, c - 3) for i, c in enumerate(cfg)]
+
+
+def _selections(net, layers):
+    """``(channel_selection, channels kept)`` for each block of ``layers`` and the final selection."""
+    return [(block.select, block.conv1.in_channels) for block in layers] + [(net.select, net.fc.in_features)]
+
+
+def _case(case, modules):
+    """``(official network, our builder given weights=, input side, cfg saved beside the weights)``."""
+    if case.startswith("vgg"):
+        head = case.split("_")[1]
+        return modules["vgg"](list(_VGG_TINY), head, 10), lambda weights: cifar.VGGCIFAR(
+            _VGG_TINY, head=head, input_shape=(16, 16, 3), weights=weights, classifier_activation=None,
+            name="v"), 16, None
+    if case.startswith("resnet"):
+        shortcut = case[-1].upper()
+        net = modules["resnet"](20, cifar.resnet_block_widths(20), shortcut, 10)
+        return net, lambda weights: cifar.ResNetCIFAR(20, shortcut=shortcut, weights=weights,
+                                                      classifier_activation=None), 32, None
+    pruned = case.endswith("pruned")
+    if case.startswith("preresnet"):
+        cfg = cifar.preresnet_default_cfg(20)
+        cfg = _pruned_preresnet_cfg(cfg) if pruned else cfg
+        net = modules["preresnet"](20, cfg, 10)
+        if pruned:
+            _select_random(_selections(net, [b for stage in (net.layer1, net.layer2, net.layer3) for b in stage]),
+                           seed=1)
+        return net, lambda weights: cifar.PreResNetCIFAR(20, cfg, weights=weights,
+                                                         classifier_activation=None), 32, cfg
+    cfg = cifar.densenet_default_cfg(10, 4)
+    cfg = [max(1, c - 3) for c in cfg] if pruned else cfg
+    net = modules["densenet"](10, 4, cfg, 10)
+    if pruned:
+        layers = [layer for block in (net.dense1, net.dense2, net.dense3) for layer in block] + [net.trans1, net.trans2]
+        _select_random(_selections(net, layers), seed=2)
+    return net, lambda weights: cifar.DenseNetCIFAR(10, cfg, growth_rate=4, weights=weights,
+                                                    classifier_activation=None), 32, cfg
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("case", ["vgg_l1", "vgg_slimming", "resnet20_a", "resnet20_b", "preresnet20",
                                   "densenet10", "preresnet20_pruned", "densenet10_pruned"])
 def test_logits_equal_the_official_network(case, tmp_path):
-    modules = _official_modules()
-    size, classes, cfg = 32, 10, None
-    if case.startswith("vgg"):
-        head = case.split("_")[1]
-        net, size = modules["vgg"](list(_VGG_TINY), head, classes), 16
-        build = lambda weights: cifar.VGGCIFAR(_VGG_TINY, head=head, input_shape=(16, 16, 3), weights=weights,  # noqa: E731
-                                               classifier_activation=None, name="v")
-    elif case.startswith("resnet"):
-        shortcut = case[-1].upper()
-        net = modules["resnet"](20, cifar.resnet_block_widths(20), shortcut, classes)
-        build = lambda weights: cifar.ResNetCIFAR(20, shortcut=shortcut, weights=weights,  # noqa: E731
-                                                  classifier_activation=None)
-    elif case.startswith("preresnet"):
-        cfg = cifar.preresnet_default_cfg(20)
-        if case.endswith("pruned"):  # slimming keeps fewer channels of the stream, conv widths shrink
-            cfg = [max(1, c * 5 // 8) if i % 3 == 0 or i == len(cfg) - 1 else max(1, c - 3) for i, c in enumerate(cfg)]
-        net = modules["preresnet"](20, cfg, classes)
-        if case.endswith("pruned"):
-            _select_random(net, lambda m: [(b.select, b.conv1.in_channels) for s in (m.layer1, m.layer2, m.layer3)
-                                           for b in s] + [(m.select, m.fc.in_features)], seed=1)
-        build = lambda weights: cifar.PreResNetCIFAR(20, cfg, weights=weights, classifier_activation=None)  # noqa: E731
-    else:
-        cfg = cifar.densenet_default_cfg(10, 4)
-        if case.endswith("pruned"):
-            cfg = [max(1, c - 3) for c in cfg]
-        net = modules["densenet"](10, 4, cfg, classes)
-        if case.endswith("pruned"):
-            layers = lambda m: [layer for d in (m.dense1, m.dense2, m.dense3) for layer in d] + [m.trans1, m.trans2]  # noqa: E731
-            _select_random(net, lambda m: [(layer.select, layer.conv1.in_channels) for layer in layers(m)]
-                           + [(m.select, m.fc.in_features)], seed=2)
-        build = lambda weights: cifar.DenseNetCIFAR(10, cfg, growth_rate=4, weights=weights,  # noqa: E731
-                                                    classifier_activation=None)
+    net, build, size, cfg = _case(case, _official_modules())
     _randomise(net, seed=0)
-    path = _save(net, tmp_path / "official.pth", cfg)
-    model = build(path)
+    model = build(_save(net, tmp_path / "official.pth", cfg))
     difference, scale = _max_abs(model, net, size)
     print(f"{case}: max |logit difference| {difference:.2e} at logit scale {scale:.2f}")
     assert scale > 1.0  # a real function, not a collapsed one

@@ -282,7 +282,8 @@ class _RunDirectory:
         with atomic_path(self._file(extra)) as temporary:
             np.savez(temporary, generators=len(generators), metrics=len(metrics), **arrays)
             fsync_path(temporary)
-        files = {role: {"name": name, "size": os.path.getsize(self._file(name)), "sha256": sha256_file(self._file(name))}
+        files = {role: {"name": name, "size": os.path.getsize(self._file(name)),
+                        "sha256": sha256_file(self._file(name))}
                  for role, name in (("weights", weights), ("state", extra))}
         manifest = {"format": _FORMAT, **self.identity, "epoch": step // steps_per_epoch,
                     "step_in_epoch": step % steps_per_epoch, "step": step,

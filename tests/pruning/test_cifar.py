@@ -169,7 +169,8 @@ def test_keras_applications_arguments():
     headless = cifar.ResNetCIFAR(8, include_top=False)
     assert headless.output_shape == (None, None, None, 64)
     assert cifar.ResNetCIFAR(8, include_top=False, pooling="max").output_shape == (None, 64)
-    assert cifar.PreResNetCIFAR(11, include_top=False, pooling="avg", input_shape=(24, 24, 3)).output_shape == (None, 256)
+    pre = cifar.PreResNetCIFAR(11, include_top=False, pooling="avg", input_shape=(24, 24, 3))
+    assert pre.output_shape == (None, 256)
     assert cifar.VGG16CIFAR(include_top=False).output_shape == (None, None, None, 512)
     assert cifar.DenseNet40CIFAR(classes=np.int64(100), classifier_activation=None).output_shape == (None, 100)
     tensor = keras.Input((16, 16, 3))
@@ -193,7 +194,8 @@ def test_registered_builders_reach_the_same_networks():
 
 def test_old_names_warn_and_still_build():
     for old, new, args in ((cifar.CIFARVGG, "VGGCIFAR", ([4, "M", 4],)), (cifar.CIFARResNet, "ResNetCIFAR", (8,)),
-                           (cifar.CIFARPreResNet, "PreResNetCIFAR", (11,)), (cifar.CIFARDenseNet, "DenseNetCIFAR", (7,))):
+                           (cifar.CIFARPreResNet, "PreResNetCIFAR", (11,)),
+                           (cifar.CIFARDenseNet, "DenseNetCIFAR", (7,))):
         with pytest.deprecated_call(match=f"{old.__name__} is deprecated .* use keras_visrec.{new}"):
             model = old(*args, input_shape=(8, 8, 3) if old is cifar.CIFARVGG else None)
         assert model.output_shape == (None, 10)
@@ -207,7 +209,8 @@ def test_every_conv_starts_from_its_own_seeded_kernel():
     again = cifar.ResNetCIFAR(8, name="r")
     kernels = [keras.ops.convert_to_numpy(model.get_layer(f"r_stage_0_block_0_conv_{i}").kernel) for i in (1, 2)]
     assert not np.array_equal(*kernels)  # same shape, independent draws
-    np.testing.assert_array_equal(kernels[0], keras.ops.convert_to_numpy(again.get_layer("r_stage_0_block_0_conv_1").kernel))
+    repeated = keras.ops.convert_to_numpy(again.get_layer("r_stage_0_block_0_conv_1").kernel)
+    np.testing.assert_array_equal(kernels[0], repeated)
     assert np.std(kernels[0]) == pytest.approx(np.sqrt(2.0 / (9 * 16)), rel=0.2)  # He over fan-out
 
 
