@@ -14,8 +14,15 @@ import logging
 import os
 
 from keras_visrec.converters import anytime
+<<<<<<< HEAD
 from keras_visrec.converters import upernet_keys
 from keras_visrec.converters.convnext_keys import assign_state_dict
+=======
+from keras_visrec.converters.cifar_keys import load_cifar_state_dict
+from keras_visrec.converters.convnext_keys import (
+    assign_state_dict, convert_state_dict, detect_layout, unwrap_state_dict,
+)
+>>>>>>> reliab
 from keras_visrec.converters.keras_applications import convert_keras_applications_h5
 from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
 
@@ -51,6 +58,7 @@ register_family_loader(upernet_keys.CONVNEXT_FAMILIES, upernet_keys.load_dense_c
 register_family_loader("upernet", upernet_keys.load_upernet)
 register_family_loader("fpn", upernet_keys.load_fpn)
 register_family_loader(("hrnet", "adpc"), _load_anytime)
+register_family_loader("cifar", load_cifar_state_dict)
 
 
 def load_checkpoint_into_model(model, path, *, include_top, family="convnext", layout=None, source_prefix=None,

@@ -68,6 +68,7 @@ _LAZY = {
     **{name: "keras_visrec.cifar" for name in (
         "VGG16CIFAR", "VGG19CIFAR", "ResNet56CIFAR", "ResNet110CIFAR", "PreResNet164CIFAR", "DenseNet40CIFAR",
         "CIFARVGG", "CIFARResNet", "CIFARPreResNet", "CIFARDenseNet",
+        "VGGCIFAR", "ResNetCIFAR", "PreResNetCIFAR", "DenseNetCIFAR",
     )},
     **{name: "keras_visrec.pruning" for name in (
         "prune_channels", "channel_groups", "l1_prune", "network_slimming", "add_bn_sparsity",

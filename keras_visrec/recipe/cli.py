@@ -8,7 +8,8 @@ import argparse
 import sys
 
 from keras_visrec.cli_args import (add_data, add_deprecated, add_image_size, add_max_examples, add_model,
-                                   add_output_dir, add_seed, add_strategy, add_verbosity, add_weights)
+                                   add_output_dir, add_seed, add_strategy, add_verbosity, add_weights,
+                                   positive_int)
 
 __all__ = ["main", "register"]
 
@@ -52,6 +53,10 @@ def register(subparsers):
     ft.add_argument("--mixed-precision", choices=("mixed_bfloat16", "mixed_float16"))
     ft.add_argument("--train-split", default="train")
     ft.add_argument("--val-split", default="validation")
+    ft.add_argument("--checkpoint-steps", type=positive_int, help="also checkpoint every N steps inside epochs "
+                    "(a killed run then resumes mid-epoch, losing at most N steps)")
+    ft.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism: a resumed run ends "
+                    "with the uninterrupted run's weights, bit for bit")
     add_seed(ft)
     add_verbosity(ft)
     ft.set_defaults(func=_finetune)
@@ -120,9 +125,10 @@ def _finetune(args):
         crop_scale=None if args.no_random_crop else (0.08, 1.0), ema=args.ema, strategy=args.strategy,
         mixed_precision=args.mixed_precision, train_split=args.train_split, val_split=args.val_split,
         data_dir=args.data_dir, manual_dir=args.manual_dir, depths=args.depths, dims=args.dims,
-        weights_classes=args.weights_classes, seed=args.seed, verbose=min(args.verbosity, 1),
+        weights_classes=args.weights_classes, seed=args.seed, checkpoint_steps=args.checkpoint_steps,
+        deterministic=args.deterministic, verbose=min(args.verbosity, 1),
     )
-    if result.initial_epoch:
+    if result.resumed_step:
         print(f"resumed at epoch {result.initial_epoch}, step {result.start_step}")
     for key in ("accuracy", "val_accuracy"):
         if result.history.get(key):

@@ -1,5 +1,7 @@
 """CIFAR nets of the pruning study: parameter and MAC counts against closed-form counts derived from
-the official configurations (and the papers' rounded figures), names, custom layers, bad input."""
+the official configurations (and the papers' rounded figures), names, the keras.applications
+arguments, deprecated names, custom layers, surgery on the padded graph, bad input. Parity with the
+official PyTorch networks: ``tests/test_cifar_official.py``."""
 
 import keras
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 import keras_visrec
 from keras_visrec import cifar
+from keras_visrec.pruning import surgery
 
 _VGG16 = cifar.VGG_CONFIGS["vgg16"]
 
@@ -85,7 +88,8 @@ def _densenet_counts(depth=40, k=12):
 @pytest.mark.parametrize("builder, expected", [
     (lambda: cifar.VGG16CIFAR(), lambda: _vgg_counts(_VGG16, "l1")),
     (lambda: cifar.VGG16CIFAR(head="slimming"), lambda: _vgg_counts(_VGG16, "slimming")),
-    (lambda: cifar.VGG19CIFAR(), lambda: _vgg_counts(cifar.VGG_CONFIGS["vgg19"], "slimming")),
+    (lambda: cifar.VGG19CIFAR(head="slimming"), lambda: _vgg_counts(cifar.VGG_CONFIGS["vgg19"], "slimming")),
+    (lambda: cifar.VGG19CIFAR(), lambda: _vgg_counts(cifar.VGG_CONFIGS["vgg19"], "l1")),
     (lambda: cifar.ResNet56CIFAR(), lambda: _resnet_counts(56)),
     (lambda: cifar.DenseNet40CIFAR(), lambda: _densenet_counts()),
 ])
@@ -128,12 +132,13 @@ def test_registered_in_cifar_family():
 
 
 def test_layer_names_are_pinned():
-    model = cifar.CIFARResNet(8, name="r")
+    model = cifar.ResNetCIFAR(8, name="r")
     names = {layer.name for layer in model.layers}
-    assert {"r_conv_1", "r_stage_1_block_0_conv_1", "r_stage_1_block_0_shortcut", "r_stage_2_block_0_add",
-            "r_classifier", "predictions"} <= names
-    pre = cifar.CIFARPreResNet(11, name="p")
-    assert {"p_stage_0_block_0_select", "p_stage_2_block_0_downsample", "p_select"} <= {l.name for l in pre.layers}
+    assert {"r_conv_1", "r_stage_1_block_0_conv_1_pad", "r_stage_1_block_0_conv_1", "r_stage_1_block_0_shortcut_pool",
+            "r_stage_1_block_0_shortcut", "r_stage_2_block_0_add", "r_avgpool", "r_classifier", "predictions"} <= names
+    pre = cifar.PreResNetCIFAR(11, name="p")
+    assert {"p_stage_0_block_0_select", "p_stage_1_block_0_conv_2_pad", "p_stage_2_block_0_downsample",
+            "p_select"} <= {layer.name for layer in pre.layers}
 
 
 def test_shortcut_a_subsamples_and_appends_zero_channels():
@@ -142,10 +147,13 @@ def test_shortcut_a_subsamples_and_appends_zero_channels():
     assert y.shape == (2, 2, 2, 5)
     np.testing.assert_array_equal(y[..., :3], x[:, ::2, ::2, :])
     assert not y[..., 3:].any()
+    same = keras.ops.convert_to_numpy(cifar.ShortcutA(4, strides=1)(x))
+    np.testing.assert_array_equal(same[..., :3], x)
+    assert same.shape == (2, 4, 4, 4) and not same[..., 3].any()
 
 
 def test_channel_selection_and_serialisation(tmp_path):
-    model = cifar.CIFARDenseNet(7, [4, 2, 9, 3, 12, 15], growth_rate=3, name="d")
+    model = cifar.DenseNetCIFAR(7, [4, 2, 9, 3, 12, 15], growth_rate=3, name="d")
     assert model.get_layer("d_dense_0_layer_0_select").indices == [0, 1, 2, 3]
     assert model.get_layer("d_transition_0_select").indices == [0, 1]
     assert model.get_layer("d_dense_1_layer_0_select").indices is None
@@ -157,16 +165,94 @@ def test_channel_selection_and_serialisation(tmp_path):
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
+def test_keras_applications_arguments():
+    headless = cifar.ResNetCIFAR(8, include_top=False)
+    assert headless.output_shape == (None, None, None, 64)
+    assert cifar.ResNetCIFAR(8, include_top=False, pooling="max").output_shape == (None, 64)
+    pre = cifar.PreResNetCIFAR(11, include_top=False, pooling="avg", input_shape=(24, 24, 3))
+    assert pre.output_shape == (None, 256)
+    assert cifar.VGG16CIFAR(include_top=False).output_shape == (None, None, None, 512)
+    assert cifar.DenseNet40CIFAR(classes=np.int64(100), classifier_activation=None).output_shape == (None, 100)
+    tensor = keras.Input((16, 16, 3))
+    model = cifar.VGGCIFAR([4, "M", 8], input_tensor=tensor, include_preprocessing=False, name="v")
+    assert model.inputs[0] is tensor and model.output_shape == (None, 10)
+    assert "v_preprocessing" not in {layer.name for layer in model.layers}
+    logits = cifar.ResNet56CIFAR(classifier_activation=None).get_layer("predictions")
+    assert logits.activation.__name__ == "linear"
+    # the same default head for both VGG variants (the L1-norm code's); slimming configs pass head="slimming"
+    for builder in (cifar.VGG16CIFAR, cifar.VGG19CIFAR):
+        vgg = builder()
+        assert {f"{vgg.name}_fc_1", f"{vgg.name}_fc_1_bn"} <= {layer.name for layer in vgg.layers}
+
+
+def test_registered_builders_reach_the_same_networks():
+    model = keras_visrec.get_model("resnet110_cifar", classes=100, include_top=True)
+    assert model.name == "resnet110" and model.output_shape == (None, 100)
+    assert keras_visrec.models.model_family("vgg19_cifar") == "cifar"
+    assert cifar.ResNet56CIFAR(name="r").count_params() == cifar.ResNetCIFAR(56, name="r").count_params()
+
+
+def test_old_names_warn_and_still_build():
+    for old, new, args in ((cifar.CIFARVGG, "VGGCIFAR", ([4, "M", 4],)), (cifar.CIFARResNet, "ResNetCIFAR", (8,)),
+                           (cifar.CIFARPreResNet, "PreResNetCIFAR", (11,)),
+                           (cifar.CIFARDenseNet, "DenseNetCIFAR", (7,))):
+        with pytest.deprecated_call(match=f"{old.__name__} is deprecated .* use keras_visrec.{new}"):
+            model = old(*args, input_shape=(8, 8, 3) if old is cifar.CIFARVGG else None)
+        assert model.output_shape == (None, 10)
+    assert keras_visrec.CIFARResNet is cifar.CIFARResNet and keras_visrec.ResNetCIFAR is cifar.ResNetCIFAR
+
+
+def test_every_conv_starts_from_its_own_seeded_kernel():
+    keras.utils.set_random_seed(5)
+    model = cifar.ResNetCIFAR(8, name="r")
+    keras.utils.set_random_seed(5)
+    again = cifar.ResNetCIFAR(8, name="r")
+    kernels = [keras.ops.convert_to_numpy(model.get_layer(f"r_stage_0_block_0_conv_{i}").kernel) for i in (1, 2)]
+    assert not np.array_equal(*kernels)  # same shape, independent draws
+    repeated = keras.ops.convert_to_numpy(again.get_layer("r_stage_0_block_0_conv_1").kernel)
+    np.testing.assert_array_equal(kernels[0], repeated)
+    assert np.std(kernels[0]) == pytest.approx(np.sqrt(2.0 / (9 * 16)), rel=0.2)  # He over fan-out
+
+
+def test_l1_pruning_keeps_the_symmetric_padding():
+    model = cifar.ResNetCIFAR(8, name="r", classifier_activation=None)
+    pruned = surgery.prune_channels(model, keep={"r_stage_1_block_0_conv_1": list(range(20)),
+                                                 "r_stage_0_block_0_conv_1": [0, 2, 4, 6, 8, 10, 12, 14]})
+    pad = pruned.get_layer("r_stage_1_block_0_conv_1_pad")
+    assert isinstance(pad, keras.layers.ZeroPadding2D) and tuple(map(tuple, pad.padding)) == ((1, 1), (1, 1))
+    assert pruned.get_layer("r_stage_1_block_0_conv_1").padding == "valid"
+    assert pruned.get_layer("r_stage_1_block_0_conv_1").filters == 20
+    assert isinstance(pruned.get_layer("r_stage_1_block_0_shortcut_pool"), keras.layers.AveragePooling2D)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert np.isfinite(pruned.predict(x, verbose=0)).all()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="head"):
         cifar.VGG16CIFAR(head="fc")
     with pytest.raises(ValueError, match="depth"):
-        cifar.CIFARResNet(57)
+        cifar.ResNetCIFAR(57)
     with pytest.raises(ValueError, match="cfg"):
-        cifar.CIFARResNet(20, [16] * 8)
+        cifar.ResNetCIFAR(20, [16] * 8)
     with pytest.raises(ValueError, match="shortcut"):
-        cifar.CIFARResNet(20, shortcut="C")
+        cifar.ResNetCIFAR(20, shortcut="C")
     with pytest.raises(ValueError, match="input_shape"):
         cifar.VGG16CIFAR(input_shape=(40, 40, 3))
+    with pytest.raises(ValueError, match="fixed height and width"):
+        cifar.VGG16CIFAR(input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        cifar.ResNet56CIFAR(input_shape=(30, 30, 3))
     with pytest.raises(ValueError, match="classes"):
-        cifar.CIFARDenseNet(10, classes=0)
+        cifar.DenseNetCIFAR(10, classes=0)
+    with pytest.raises(ValueError, match="pooling"):
+        cifar.ResNet56CIFAR(include_top=False, pooling="mean")
+    with pytest.raises(ValueError, match="classifier_activation"):
+        cifar.ResNet56CIFAR(classifier_activation="nope")
+    with pytest.raises(ValueError, match="name"):
+        cifar.ResNet56CIFAR(name="")
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'depth'"):
+        cifar.ResNet56CIFAR(depth=20)
+    with pytest.raises(FileNotFoundError, match="weights"):
+        cifar.ResNet56CIFAR(weights="missing.pth")
+    with pytest.raises(ValueError, match="Unknown zoo id"):
+        cifar.ResNet56CIFAR(weights="resnet56_cifar.nowhere")

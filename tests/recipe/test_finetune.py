@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import keras_visrec
+from keras_visrec.files import exclusive_lock
 from keras_visrec.recipe.cli import main
 from keras_visrec.recipe.finetune import build_model, finetune
 from keras_visrec.recipe.head import replace_head
@@ -57,37 +58,26 @@ def test_cli_finetune_reaches_the_bar_and_resumes(digits_folder, tmp_path, capsy
     args = ["finetune", str(digits_folder / "train"), "--val-data", str(digits_folder / "val"),
             "--output-dir", str(out), "--epochs", "4", *TINY, *LIGHT]
     # First run: interrupted before its third epoch.
+    record = _Record()
     with pytest.raises(KeyboardInterrupt):
         finetune("convnext", str(digits_folder / "train"), val_data=str(digits_folder / "val"), output_dir=str(out),
                  depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), image_size=32, epochs=4, batch_size=64,
                  learning_rate=4e-3, weight_decay=0.05, warmup_epochs=1, drop_path_rate=0.0, head_init_scale=1.0,
                  mixup=0, cutmix=0, rand_augment=False, random_erasing=0, crop_scale=None, verbose=0,
-                 callbacks=[_Interrupt(2)])
+                 callbacks=[_Interrupt(2), record])
+    assert record.start_step == 0
     state = json.loads((out / "state.json").read_text())
-    assert state["epoch"] == 2 and state["step"] == 2 * 22  # 1347 images / 64 = 22 steps per epoch
-    assert sorted(os.listdir(out)) == ["ckpt-0002.weights.h5", "state.json"]  # no temp files left
+    assert (state["epoch"], state["step_in_epoch"], state["step"]) == (2, 0, 2 * 22)  # 1347 images / 64: 22 steps
+    assert state["optimizer_step"] == 44 and state["recipe"]["epochs"] == 4
+    assert sorted(os.listdir(out)) == [".lock", "ckpt-00000044.state.npz", "ckpt-00000044.weights.h5",
+                                       "state.json"]  # no temporary files left
 
-    # Second run through the command line: continues at epoch 2, step 44, stops after epoch 3.
-    args[args.index("--epochs") + 1] = "3"
+    # Second run, through the command line with the same arguments: continues at epoch 2, step 44.
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "resumed at epoch 2, step 44" in printed
-    assert json.loads((out / "state.json").read_text())["epoch"] == 3
-
-    # Third run (Python entry point): starts from exactly the checkpoint's weights and step.
-    saved = build_model("convnext", classes=10, image_size=32, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
-    saved.load_weights(out / "ckpt-0003.weights.h5")
-    saved_stem = keras.ops.convert_to_numpy(saved.get_layer("convnext_stem_conv").kernel)
-    record = _Record()
-    result = finetune("convnext", str(digits_folder / "train"), val_data=str(digits_folder / "val"),
-                      output_dir=str(out), depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), image_size=32, epochs=4,
-                      batch_size=64, learning_rate=4e-3, weight_decay=0.05, warmup_epochs=1, drop_path_rate=0.0,
-                      head_init_scale=1.0, mixup=0, cutmix=0, rand_augment=False, random_erasing=0,
-                      crop_scale=None, verbose=0, callbacks=[record])
-    assert (result.initial_epoch, result.start_step, record.start_step) == (3, 66, 66)
-    np.testing.assert_array_equal(record.start_stem, saved_stem)
     state = json.loads((out / "state.json").read_text())
-    assert state["epoch"] == 4 and state["step"] == 4 * 22
+    assert state["epoch"] == 4 and state["step"] == state["optimizer_step"] == 4 * 22
     assert len(state["history"]["val_accuracy"]) == 4
     assert state["history"]["val_accuracy"][-1] > ACCURACY_BAR, state["history"]["val_accuracy"]
     print("val_accuracy per epoch:", state["history"]["val_accuracy"])
@@ -104,7 +94,7 @@ def test_mirrored_strategy_two_cpus(digits_folder, tmp_path, two_cpu_strategy):
     assert record.start_step == 0
     kernel = result.model.get_layer("convnext_head_dense").kernel
     assert "Mirrored" in type(kernel.value).__name__ or hasattr(kernel.value, "values")
-    assert (tmp_path / "m" / "ckpt-0001.weights.h5").exists()
+    assert {"ckpt-00000008.weights.h5", "ckpt-00000008.state.npz"} <= set(os.listdir(tmp_path / "m"))
 
 
 def test_bad_inputs(digits_folder, tmp_path):
@@ -121,6 +111,10 @@ def test_bad_inputs(digits_folder, tmp_path):
         finetune("convnext", str(digits_folder / "val"), layer_decay=1.2, **tiny)
     with pytest.raises(ValueError, match="mixed_precision"):
         finetune("convnext", str(digits_folder / "val"), mixed_precision="fp8", **tiny)
+    with pytest.raises(ValueError, match="checkpoint_steps.*positive integer or None"):
+        finetune("convnext", str(digits_folder / "val"), checkpoint_steps=0, **tiny)
+    with pytest.raises(ValueError, match="seed.*non-negative"):
+        finetune("convnext", str(digits_folder / "val"), seed=-1, **tiny)
     headless = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="output has 3 classes .* has 10"):
         finetune(headless, str(digits_folder / "val"), **tiny)
@@ -137,16 +131,50 @@ def test_replace_head_keeps_names_and_starts_small():
         replace_head(model, 0)
 
 
-def test_mixed_bfloat16_and_a_resume_dir_from_another_model(digits_folder, tmp_path):
+def test_mixed_bfloat16_and_what_a_resume_directory_refuses_or_repairs(digits_folder, tmp_path):
     common = dict(image_size=32, epochs=1, batch_size=150, mixup=0, cutmix=0, rand_augment=False,
-                  random_erasing=0, crop_scale=None, verbose=0, depths=(1, 1, 1, 1))
-    result = finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), dims=(8, 16, 32, 64),
-                      mixed_precision="mixed_bfloat16", **common)
+                  random_erasing=0, crop_scale=None, verbose=0, depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
+    data = str(digits_folder / "val")
+    result = finetune("convnext", data, output_dir=str(tmp_path), mixed_precision="mixed_bfloat16", **common)
     assert result.model.get_layer("convnext_stem_conv").compute_dtype == "bfloat16"
     assert result.model.get_layer("convnext_stem_conv").kernel.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+    common["mixed_precision"] = "mixed_bfloat16"
+    weights = tmp_path / "ckpt-00000003.weights.h5"
+    assert weights.exists()  # 450 images / 150: three steps
+
     with pytest.raises(ValueError, match="Resume directory .* holds a run of model"):
-        finetune("convnext", str(digits_folder / "val"), output_dir=str(tmp_path), dims=(8, 16, 32, 72), **common)
+        finetune("convnext", data, output_dir=str(tmp_path), **{**common, "dims": (8, 16, 32, 72)})
+    with pytest.raises(ValueError, match=r"another recipe or data: epochs 1 → 2; learning_rate 5e-05 → 0.001"):
+        finetune("convnext", data, output_dir=str(tmp_path), learning_rate=1e-3, **{**common, "epochs": 2})
+    with pytest.raises(ValueError, match="another recipe or data: data examples 450 → 1347"):
+        finetune("convnext", str(digits_folder / "train"), output_dir=str(tmp_path), **common)
+    with exclusive_lock(str(tmp_path / ".lock")):  # as another process training here would
+        with pytest.raises(RuntimeError, match=f"Another finetune process \\({os.getpid()}\\) is training"):
+            finetune("convnext", data, output_dir=str(tmp_path), **common)
+
+    # what a crash in the middle of a save leaves: temporaries and a checkpoint no manifest names
+    (tmp_path / ".tmp-k3j2.weights.h5").write_bytes(b"half")
+    (tmp_path / "ckpt-00000099.weights.h5").write_bytes(b"newer, never named")
+    again = finetune("convnext", data, output_dir=str(tmp_path), **common)  # finished run: nothing to train
+    assert again.resumed_step == 3 and again.final_step == 3
+    assert sorted(os.listdir(tmp_path)) == [".lock", "ckpt-00000003.state.npz", "ckpt-00000003.weights.h5",
+                                            "state.json"]
+    stem = keras.ops.convert_to_numpy(again.model.get_layer("convnext_stem_conv").kernel)
+    np.testing.assert_array_equal(stem, keras.ops.convert_to_numpy(result.model.get_layer("convnext_stem_conv").kernel))
+
+    # a manifest written before format 2 (model identity only) still resumes
+    state = json.loads((tmp_path / "state.json").read_text())
+    legacy = {key: state[key] for key in ("model_name", "fingerprint", "classes", "image_size", "epoch", "step",
+                                          "history")}
+    (tmp_path / "state.json").write_text(json.dumps({**legacy, "checkpoint": weights.name}))
+    assert finetune("convnext", data, output_dir=str(tmp_path), **common).resumed_step == 3
+
+    # a checkpoint damaged after its manifest was written is refused, not half-loaded
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="has .* bytes, the manifest says .*damaged"):
+        finetune("convnext", data, output_dir=str(tmp_path), **common)
 
 
 def test_only_the_chief_writes_checkpoints_under_multiworker():

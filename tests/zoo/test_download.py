@@ -1,9 +1,10 @@
-"""Download, verify and cache against a real HTTP server on 127.0.0.1 (started by the test)."""
+"""Download, verify and cache against a real HTTP server on 127.0.0.1 (started by the test).
+
+Resumption, concurrent processes, SIGKILL and stale locks: ``test_download_faults.py``."""
 
 import hashlib
 import http.server
 import os
-import threading
 
 import pytest
 
@@ -37,17 +38,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def server(http_server):
+    return http_server(_Handler)
 
 
 def _leftovers(directory):
-    return sorted(os.listdir(directory))
+    """Files under a final name (the work folder holds locks and partial transfers)."""
+    return sorted(name for name in os.listdir(directory) if name != ".downloads")
+
+
+def _partials(directory):
+    work = os.path.join(directory, ".downloads")
+    return sorted(name for name in os.listdir(work) if not name.endswith(".lock")) if os.path.isdir(work) else []
 
 
 def test_success_then_cached_without_second_download(server, tmp_path):
@@ -63,19 +65,20 @@ def test_success_then_cached_without_second_download(server, tmp_path):
 def test_wrong_hash_removes_file_and_raises(server, tmp_path):
     with pytest.raises(DownloadError, match="sha256 mismatch"):
         download(f"{server}/ok/bad.pth", "0" * 64, directory=str(tmp_path), progress=False)
-    assert _leftovers(tmp_path) == []
+    assert _leftovers(tmp_path) == [] and _partials(tmp_path) == []
 
 
-def test_transfer_cut_short_leaves_nothing(server, tmp_path):
-    with pytest.raises(DownloadError, match="cut short"):
+def test_transfer_cut_short_leaves_no_file_under_its_name(server, tmp_path):
+    with pytest.raises(DownloadError, match="cut short.*next call resumes"):
         download(f"{server}/cut/w.pth", SHA, directory=str(tmp_path), progress=False)
     assert _leftovers(tmp_path) == []
+    assert _partials(tmp_path) == ["w.pth.part", "w.pth.part.json"]  # kept for the next call to resume
 
 
 def test_404_leaves_nothing(server, tmp_path):
     with pytest.raises(DownloadError, match="404"):
         download(f"{server}/missing/w.pth", SHA, directory=str(tmp_path), progress=False)
-    assert _leftovers(tmp_path) == []
+    assert _leftovers(tmp_path) == [] and _partials(tmp_path) == []
 
 
 def test_corrupted_cache_entry_is_fetched_again(server, tmp_path):
