@@ -22,7 +22,7 @@ Single pixels (``tile=1``) do only the computed pixels' work; it is the default.
 
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
 
-__all__ = ["TilePlan", "sparse_conv", "sparse_masked_conv", "sparse_pointwise_head", "tile_side"]
+__all__ = ["TilePlan", "dense_pointwise_head", "sparse_masked_conv", "tile_side"]
 
 
 def tile_side(height, width, tile):
@@ -53,7 +53,12 @@ def _flat_patch(batch, rows, cols, height, width):
 
 
 class TilePlan:
-    """The active tiles of one ``(batch, height, width)`` 0/1 mask and the indices reused by every conv.
+    """The active tiles of one ``(batch, height, width)`` 0/1 mask, the indices every conv reuses, and the
+    sparse computations on them.
+
+    ``tile_share`` (the share of active tiles) is cheap and always there; the tile and patch indices
+    are built on first use, once, so a resolution whose convolutions all run densely pays nothing
+    for them.
 
     Args:
         mask: float tensor ``(batch, height, width)`` at the output resolution of the convolutions.
@@ -65,19 +70,39 @@ class TilePlan:
 
         self.height, self.width = int(mask.shape[1]), int(mask.shape[2])
         t = self.tile = tile_side(self.height, self.width, tile)
-        rows, cols = self.height // t, self.width // t
         self.batch_size = tf.shape(mask)[0]
-        grid = tf.transpose(tf.reshape(mask, (-1, rows, t, cols, t)), (0, 1, 3, 2, 4))
-        tiles = tf.reduce_max(grid, axis=(3, 4))
-        self.tile_share = tf.reduce_mean(tiles)
-        index = tf.cast(tf.where(tiles > 0), tf.int32)  # (n, 3): batch, tile row, tile column
-        self.count = tf.shape(index)[0]
-        self._batch, self._top, self._left = index[:, 0], index[:, 1] * t, index[:, 2] * t
         self.mask = mask[..., None]
-        centre, _ = _flat_patch(self._batch, _grid(self._top, t), _grid(self._left, t), self.height, self.width)
-        self.centre_index = tf.reshape(centre, (-1, 1))  # flat output pixels of every active tile
+        if t == 1:
+            self._tiles = mask
+        else:
+            grid = tf.transpose(tf.reshape(mask, (-1, self.height // t, t, self.width // t, t)), (0, 1, 3, 2, 4))
+            self._tiles = tf.reduce_max(grid, axis=(3, 4))
+        self.tile_share = tf.reduce_mean(self._tiles)
+        self._index = None
         self._patches = {}
         self._shapes = {}
+
+    def _build_index(self):
+        import tensorflow as tf
+
+        if self._index is None:
+            t = self.tile
+            index = tf.cast(tf.where(self._tiles > 0), tf.int32)  # (n, 3): batch, tile row, tile column
+            batch, top, left = index[:, 0], index[:, 1] * t, index[:, 2] * t
+            centre, _ = _flat_patch(batch, _grid(top, t), _grid(left, t), self.height, self.width)
+            self._index = dict(count=tf.shape(index)[0], batch=batch, top=top, left=left,
+                               centre=tf.reshape(centre, (-1, 1)))  # flat output pixels of every active tile
+        return self._index
+
+    @property
+    def count(self):
+        """Number of active tiles."""
+        return self._build_index()["count"]
+
+    @property
+    def centre_index(self):
+        """``(n·t·t, 1)`` flat output pixels of the active tiles."""
+        return self._build_index()["centre"]
 
     def input_index(self, in_height, in_width, kernel, stride, pad):
         """Flat input indices ``(n, span, span)``, clipped to the map, of a conv's input patches, and the
@@ -86,9 +111,10 @@ class TilePlan:
 
         key = (in_height, in_width, kernel, stride, pad)
         if key not in self._patches:
+            index = self._build_index()
             span = (self.tile - 1) * stride + kernel
-            flat, valid = _flat_patch(self._batch, _grid(self._top * stride - pad, span),
-                                      _grid(self._left * stride - pad, span), in_height, in_width)
+            flat, valid = _flat_patch(index["batch"], _grid(index["top"] * stride - pad, span),
+                                      _grid(index["left"] * stride - pad, span), in_height, in_width)
             edge = None
             if pad:
                 rows = tf.cast(tf.where(tf.logical_not(tf.reduce_all(valid, axis=(1, 2))))[:, 0], tf.int32)
@@ -120,6 +146,53 @@ class TilePlan:
         flat = tf.scatter_nd(self.centre_index, tf.reshape(y_tiles, (-1, channels)), self.scatter_shapes(channels))
         return tf.reshape(flat, (-1, self.height, self.width, channels))
 
+    def prepare(self, x, layer, stride, pad):
+        """Builds the indices a conv of ``layer`` on ``x`` needs (call it outside any ``tf.cond`` branch)."""
+        self.input_index(int(x.shape[1]), int(x.shape[2]), int(layer.kernel_size[0]), stride, pad)
+        self.scatter_shapes(int(layer.filters))
+
+    def conv(self, layer, x, stride, pad):
+        """The ``MaskedConv2D`` ``layer`` on the active tiles only: exact there, zero elsewhere.
+
+        Args:
+            layer: the ``MaskedConv2D``.
+            x: input map ``(batch, H, W, channels)``.
+            stride, pad: the conv's stride and symmetric padding.
+        """
+        import tensorflow as tf
+
+        kernel = int(layer.kernel_size[0])
+        self.prepare(x, layer, stride, pad)
+        patches = self.gather_input(x, kernel, stride, pad)
+        y = _tile_conv(layer, patches, stride)
+        _, edge = self.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)
+        if edge is not None:  # the few patches over the border, again with zeros outside the map
+            rows, inside = edge
+            border = _tile_conv(layer, tf.gather(patches, rows) * tf.cast(inside, patches.dtype), stride)
+            y = tf.tensor_scatter_nd_update(y, rows[:, None], border)
+        return self.scatter(y)
+
+    def pointwise_head(self, xs, conv, bn, classifier):
+        """HRNetV2's head ``classifier(relu(bn(conv(concat(x0, up(x1), …)))))`` at the plan's pixels only.
+
+        Every layer of the head works per pixel and the blend is the identity where ``m = 1``, so on
+        the computed pixels this is the dense simulation's result without concatenating and
+        upsampling whole maps (at 1/4 resolution the widest tensors of the network). Off the plan's
+        pixels the output is zero, and off the mask it is not the dense simulation's: the exit copies
+        the previous exit's prediction wherever the mask is 0.
+
+        Args:
+            xs: the branches, branch ``i`` at ``1 / 2**i`` of the first's resolution (the plan's).
+            conv, bn, classifier: the head's 1×1 ``MaskedConv2D``, its BatchNorm, the 1×1 classifier.
+        """
+        import tensorflow as tf
+
+        rows = [tf.gather(tf.reshape(xs[0], (-1, int(xs[0].shape[-1]))), self.centre_index[:, 0])]
+        rows += [_upsampled_rows(x, 2 ** i, self) for i, x in enumerate(xs) if i]
+        scale, offset = batch_norm_affine(bn)
+        features = tf.nn.relu(_pointwise(conv, tf.concat(rows, -1)) * scale + offset)
+        return self.scatter(_pointwise(classifier, features))
+
 
 def _tile_conv(layer, patches, stride):
     """The ``VALID`` convolution of a batch of tile patches; 1×1 tiles (single pixels) as one matmul."""
@@ -133,40 +206,9 @@ def _tile_conv(layer, patches, stride):
     return y + layer.bias if layer.use_bias else y
 
 
-def sparse_conv(layer, x, plan, stride, pad, dense_conv, dense_above=0.5):
-    """A ``MaskedConv2D`` computed on the active tiles of ``plan`` only: exact on the tiles, zero elsewhere.
-
-    Args:
-        layer: the ``MaskedConv2D``.
-        x: input map ``(batch, H, W, channels)``.
-        plan: :class:`TilePlan` at the conv's output resolution.
-        stride, pad: the conv's stride and symmetric padding.
-        dense_conv: callable ``() -> y`` computing the conv densely (the busy-resolution path).
-        dense_above: float. Above this share of active tiles the conv runs densely.
-    """
-    import tensorflow as tf
-
-    kernel = int(layer.kernel_size[0])
-    plan.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)  # built outside any tf.cond branch
-    plan.scatter_shapes(int(layer.filters))
-
-    def sparse():
-        patches = plan.gather_input(x, kernel, stride, pad)
-        y = _tile_conv(layer, patches, stride)
-        _, edge = plan.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)
-        if edge is not None:  # the few patches over the border, again with zeros outside the map
-            rows, inside = edge
-            border = _tile_conv(layer, tf.gather(patches, rows) * tf.cast(inside, patches.dtype), stride)
-            y = tf.tensor_scatter_nd_update(y, rows[:, None], border)
-        return plan.scatter(y)
-
-    return sparse() if dense_above >= 1.0 else tf.cond(plan.tile_share > dense_above, dense_conv, sparse)
-
-
-def sparse_masked_conv(layer, x, plan, stride, pad, dense_conv, dense_above=0.5):
-    """:func:`sparse_conv`, then the blend ``y·m + RBF(y·m)·(1 − m)``: the dense simulation's result."""
-    y = sparse_conv(layer, x, plan, stride, pad, dense_conv, dense_above)
-    return fused_rbf_interpolate(y, plan.mask, layer.rbf_lambda)
+def sparse_masked_conv(layer, x, plan, stride, pad):
+    """:meth:`TilePlan.conv`, then the blend ``y·m + RBF(y·m)·(1 − m)``: the dense simulation's result."""
+    return fused_rbf_interpolate(plan.conv(layer, x, stride, pad), plan.mask, layer.rbf_lambda)
 
 
 def _upsampled_rows(x, factor, plan):
@@ -195,27 +237,19 @@ def _upsampled_rows(x, factor, plan):
     return row(top, left, right) * (1.0 - down) + row(bottom, left, right) * down
 
 
-def sparse_pointwise_head(plan, xs, conv, bn, classifier):
-    """HRNetV2's head ``classifier(relu(bn(conv(concat(x0, up(x1), …)))))`` at the plan's pixels only.
+def dense_pointwise_head(xs, conv, bn, classifier):
+    """The same head on every pixel (unmasked): the sparse mode's dense choice for a busy final segment.
 
-    Every layer of the head works per pixel and the blend is the identity where ``m = 1``, so on
-    the computed pixels this is the dense simulation's result without concatenating and
-    upsampling whole maps (at 1/4 resolution the widest tensors of the network). Off the plan's
-    pixels the output is zero, and off the mask it is not the dense simulation's: the exit copies
-    the previous exit's prediction wherever the mask is 0.
-
-    Args:
-        plan: :class:`TilePlan` at the resolution of ``xs[0]``.
-        xs: the branches, branch ``i`` at ``1 / 2**i`` of the first's resolution.
-        conv, bn, classifier: the head's 1×1 ``MaskedConv2D``, its BatchNorm, the 1×1 classifier.
+    On the pixels the final exit computes it equals the dense simulation's head (every layer works
+    per pixel); elsewhere the exit copies the previous prediction.
     """
     import tensorflow as tf
 
-    rows = [tf.gather(tf.reshape(xs[0], (-1, int(xs[0].shape[-1]))), plan.centre_index[:, 0])]
-    rows += [_upsampled_rows(x, 2 ** i, plan) for i, x in enumerate(xs) if i]
+    height, width = int(xs[0].shape[1]), int(xs[0].shape[2])
+    maps = [xs[0]] + [tf.image.resize(x, (height, width), method="bilinear") for x in xs[1:]]
+    features = tf.concat(maps, -1)
     scale, offset = batch_norm_affine(bn)
-    features = tf.nn.relu(_pointwise(conv, tf.concat(rows, -1)) * scale + offset)
-    return plan.scatter(_pointwise(classifier, features))
+    return classifier(tf.nn.relu(conv(features) * scale + offset))
 
 
 def _pointwise(layer, rows):

@@ -34,9 +34,8 @@ def test_sparse_conv_equals_dense_blend(kernel, stride, bias, tile):
     mask = _blobs(2, int(dense_y.shape[1]), int(dense_y.shape[2]), seed=tile)
     expected = keras.ops.convert_to_numpy(layer.blend(dense_y, mask))
     plan = TilePlan(keras.ops.convert_to_tensor(mask), tile)
-    for dense_above in (1.0, 0.0):  # always sparse; always the dense fallback
-        got = sparse_masked_conv(layer, x, plan, stride, pad, lambda: dense_conv(layer, x, stride, pad), dense_above)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, atol=1e-5)
+    got = sparse_masked_conv(layer, x, plan, stride, pad)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, atol=1e-5)
     assert 0.0 < float(plan.tile_share) < 1.0
 
 
@@ -45,7 +44,7 @@ def test_empty_mask_gives_zeros_without_work():
     layer = MaskedConv2D(4, 3, padding="same", use_bias=True, bias_initializer="ones")
     layer.build(x.shape)
     plan = TilePlan(keras.ops.zeros((1, 16, 16)), 4)
-    out = sparse_masked_conv(layer, x, plan, 1, 1, lambda: dense_conv(layer, x, 1, 1), 1.0)
+    out = sparse_masked_conv(layer, x, plan, 1, 1)
     assert int(plan.count) == 0
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), np.zeros((1, 16, 16, 4)))
 
