@@ -34,12 +34,13 @@ import numpy as np
 
 from keras_visrec.files import write_atomic
 
-__all__ = ["CrossoverTable", "calibrate", "conv_kind", "default_table", "head_kind", "machine_signature",
-           "model_kinds", "set_default_table", "synthetic_mask", "synthetic_uncertainty"]
+__all__ = ["CrossoverTable", "KindCosts", "calibrate", "conv_kind", "default_table", "head_kind", "machine_signature",
+           "model_kinds", "set_default_table", "synthetic_mask", "synthetic_uncertainty", "ways_of"]
 
 CACHE_FILE = "adpc_crossover.json"
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 PROBE_SHARES = (0.25, 0.75)  # two pixel shares of the probe masks; the sparse cost is linear in the share
-_FORMAT = 1
+_FORMAT = 2
 
 
 # --- masks with the shape of confidence masks ---------------------------------------------------
@@ -198,34 +199,105 @@ def machine_signature():
     return f"{cpu} | {os.cpu_count()} cores | tensorflow {tf.__version__} | intra-op {threads or 'default'}"
 
 
-def _interpolate_crossover(shares, sparse_seconds, dense_seconds):
-    """The share at which the sparse time, linear through the two probes, reaches the dense time; in [0, 1]."""
-    (s1, s2), (t1, t2) = shares, sparse_seconds
-    slope = (t2 - t1) / (s2 - s1) if s2 > s1 else 0.0
-    if slope <= 0.0:  # no measurable growth with the share (noise): whichever was faster at the larger share
-        return 1.0 if t2 < dense_seconds else 0.0
-    return float(np.clip(s1 + (dense_seconds - t1) / slope, 0.0, 1.0))
+def ways_of(kind):
+    """The sparse ways a kind can run (besides densely): ``"pixels"`` (gather every computed pixel's
+    ``k×k`` patch, one matmul), ``"strips"`` (3×3 convs: each row's runs of computed pixels with their
+    halo, one convolution over them), ``"tiles"`` (tiles larger than a pixel)."""
+    spec = _parse(kind)
+    if spec["tile"] > 1:
+        return ("tiles",)
+    if spec["kind"] == "conv" and spec["kernel"] == 3 and spec["stride"] in (1, 2):
+        return ("pixels", "strips")
+    return ("pixels",)
+
+
+class KindCosts:
+    """Measured cost model of one kind: ``dense`` seconds, and per sparse way a line
+    ``fixed + slope · share`` in the share that way works on (of active tiles; for strips, of strip
+    elements: computed pixels plus their halo).
+
+    Args:
+        dense: float. Seconds of the dense convolution.
+        ways: ``{way: (fixed, slope)}``.
+    """
+
+    def __init__(self, dense, ways):
+        self.dense = float(dense)
+        self.ways = {name: (float(a), float(b)) for name, (a, b) in ways.items()}
+
+    @classmethod
+    def from_crossover(cls, kind, share):
+        """The model of a fixed rule: the kind's first way costs ``share_of_way / share`` of the dense time."""
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"The crossover of {kind!r} must be a number in [0, 1]; received {share!r}.")
+        if share == 0.0:
+            return cls(1.0, {})
+        return cls(1.0, {ways_of(kind)[0]: (0.0, 1.0 / share)})
+
+    @classmethod
+    def from_json(cls, kind, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return cls.from_crossover(kind, value)
+        try:
+            ways = {name: tuple(value[name]) for name in value if name != "dense"}
+            unknown = set(ways) - set(ways_of(kind))
+            if unknown or not all(len(line) == 2 for line in ways.values()):
+                raise ValueError
+            return cls(value["dense"], ways)
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"Entry {value!r} of {kind!r} is neither a crossover share nor a cost model "
+                             f"{{'dense': seconds, way: [fixed, slope]}} with ways among {ways_of(kind)}.") from None
+
+    def to_json(self):
+        return {"dense": self.dense, **{name: list(line) for name, line in self.ways.items()}}
+
+    def cost(self, way, share):
+        fixed, slope = self.ways[way]
+        return fixed + slope * share
+
+    def crossover(self, way):
+        """The share of ``way`` at which it costs as much as the dense convolution, in [0, 1]."""
+        fixed, slope = self.ways[way]
+        if slope <= 0.0:
+            return 1.0 if fixed < self.dense else 0.0
+        return float(np.clip((self.dense - fixed) / slope, 0.0, 1.0))
+
+    def __repr__(self):
+        return f"KindCosts(dense={self.dense!r}, ways={self.ways!r})"
+
+
+def _fit_line(points):
+    """``(fixed, slope)`` of the line through two ``(share, seconds)`` points (flat if the shares coincide)."""
+    (s1, t1), (s2, t2) = sorted(points)
+    if s2 - s1 < 1e-6:
+        return (min(t1, t2), 0.0)
+    slope = (t2 - t1) / (s2 - s1)
+    return (t1 - slope * s1, slope)
 
 
 class CrossoverTable:
-    """Measured crossover share per convolution kind: at or below it the sparse mode gathers, above it
-    it runs densely.
+    """Measured dense and sparse costs per convolution kind: the sparse mode runs each convolution the
+    way that costs least at the measured share (densely above every way's crossover).
 
     Args:
-        entries: optional ``{kind: share}`` to start from (e.g. a fixed rule for tests).
+        entries: optional ``{kind: KindCosts | crossover share}`` to start from (a share ``c`` is a
+            fixed rule: the kind's first way up to ``c``, dense above).
         path: str or `None`. JSON file to read and extend (entries of this machine's signature);
             `None` keeps the table in memory only.
         probe: bool. Measure kinds that are not in the table; if `False`, an unknown kind raises.
             Defaults to `True`.
-        measure: optional callable ``kind -> (shares, dense_seconds, sparse_seconds)`` replacing the
-            timing probe (tests): the two probed shares of active tiles, the dense time and the
-            sparse time at each share.
-        rounds: int. Timing rounds of a probe (best counts). Defaults to `5`.
+        measure: optional callable ``kind -> KindCosts`` replacing the timing probe (tests).
+        rounds: int. Timing rounds of a probe (best counts). Defaults to `3`.
+        clock: `"cpu"` (the process's CPU time: stable on a shared machine, where wall time measures
+            the other processes) or `"wall"`. Part of the machine signature. Defaults to `"cpu"`.
     """
 
-    def __init__(self, entries=None, path=None, probe=True, measure=None, rounds=5):
+    def __init__(self, entries=None, path=None, probe=True, measure=None, rounds=3, clock="cpu"):
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"`rounds` must be a positive integer; received rounds={rounds!r}.")
+        if clock not in CLOCKS:
+            raise ValueError(f"`clock` must be one of {sorted(CLOCKS)}; received clock={clock!r}.")
+        self.clock = clock
         self.path = path
         self.probe = bool(probe)
         self.rounds = rounds
@@ -233,23 +305,18 @@ class CrossoverTable:
         self._lock = threading.Lock()
         self._signature = None
         self.entries = {}
-        self.probes = {}  # kind -> (dense seconds, sparse seconds per probe share, probe shares) of this process
+        self.probes = {}  # kind -> the raw measurements of this process's probe
         if path is not None:
-            self.entries.update(self._read().get(self.signature, {}))
-        for kind, share in dict(entries or {}).items():
-            self.entries[kind] = self._checked_share(kind, share)
-
-    @staticmethod
-    def _checked_share(kind, share):
-        _parse(kind)
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
-            raise ValueError(f"The crossover of {kind!r} must be a number in [0, 1]; received {share!r}.")
-        return float(share)
+            self.entries.update({kind: KindCosts.from_json(_checked(kind), value)
+                                 for kind, value in self._read().get(self.signature, {}).items()})
+        for kind, value in dict(entries or {}).items():
+            self.entries[_checked(kind)] = value if isinstance(value, KindCosts) else KindCosts.from_crossover(kind,
+                                                                                                             value)
 
     @property
     def signature(self):
         if self._signature is None:
-            self._signature = machine_signature()
+            self._signature = f"{machine_signature()} | clock {self.clock}"
         return self._signature
 
     def _read(self):
@@ -269,33 +336,46 @@ class CrossoverTable:
         if not self.path:
             return
         machines = self._read()
-        machines[self.signature] = dict(sorted(self.entries.items()))
+        machines[self.signature] = {kind: costs.to_json() for kind, costs in sorted(self.entries.items())}
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         write_atomic(self.path, json.dumps({"format": _FORMAT, "machines": machines}, indent=1) + "\n")
 
     def __contains__(self, kind):
         return kind in self.entries
 
-    def crossover(self, kind):
-        """The crossover share of ``kind`` (:func:`conv_kind` / :func:`head_kind`), probed once if unknown.
+    def costs(self, kind):
+        """The :class:`KindCosts` of ``kind`` (:func:`conv_kind` / :func:`head_kind`), probed once if unknown.
 
         Safe to call while a ``tf.function`` traces: the probe runs eagerly (``tf.init_scope``).
         """
         if kind in self.entries:
             return self.entries[kind]
         if not self.probe:
-            raise KeyError(f"No measured crossover for {kind!r} and probing is off; call calibrate() or "
-                           "pass entries.")
+            raise KeyError(f"No measured costs for {kind!r} and probing is off; call calibrate() or pass entries.")
         import tensorflow as tf
 
         with self._lock, tf.init_scope():
             if kind not in self.entries:
-                spec = _parse(kind)
-                shares, dense, sparse = (self._measure(kind) if self._measure else _probe(spec, self.rounds))
-                self.probes[kind] = (tuple(float(s) for s in shares), float(dense), tuple(float(t) for t in sparse))
-                self.entries[kind] = _interpolate_crossover(shares, sparse, dense)
+                if self._measure is not None:
+                    costs = self._measure(kind)
+                else:
+                    self.probes[kind] = _probe(_parse(kind), self.rounds, CLOCKS[self.clock])
+                    dense, ways = self.probes[kind]
+                    costs = KindCosts(dense, {way: _fit_line(points) for way, points in ways.items()})
+                self.entries[kind] = costs
                 self._write()
         return self.entries[kind]
+
+    def crossover(self, kind, way=None):
+        """The share up to which ``way`` (default: the kind's first) beats the dense convolution."""
+        costs = self.costs(kind)
+        way = way or ways_of(kind)[0]
+        return costs.crossover(way) if way in costs.ways else 0.0
+
+
+def _checked(kind):
+    _parse(kind)
+    return kind
 
 
 _DEFAULT = {"table": None, "path": None}
@@ -327,22 +407,26 @@ def set_default_table(table):
 
 # --- the probe -------------------------------------------------------------------------------------
 
-def _best_times(functions, rounds):
-    """Best wall time of each zero-argument function over ``rounds``, every round in a rotated order."""
+def _best_times(functions, rounds, clock=time.perf_counter):
+    """Best ``clock`` time of each zero-argument function over ``rounds``, every round in a rotated order."""
     for fn in functions:
         fn()  # trace / warm up outside the timing
     best = [float("inf")] * len(functions)
     for r in range(rounds):
         for i in range(len(functions)):
             j = (i + r) % len(functions)
-            start = time.perf_counter()
+            start = clock()
             functions[j]()
-            best[j] = min(best[j], time.perf_counter() - start)
+            best[j] = min(best[j], clock() - start)
     return best
 
 
-def _probe(spec, rounds):
-    """``(shares of active tiles, dense seconds, sparse seconds at each share)`` of one kind, batch 1."""
+def _probe(spec, rounds, clock=time.process_time):
+    """``(dense seconds, {way: [(share, seconds) at each probe mask]})`` of one kind, batch 1.
+
+    The probe masks' indices are built before the timing: a plan's indices are shared by every
+    convolution at its resolution, so they are not a per-convolution cost.
+    """
     import tensorflow as tf
 
     from keras_visrec.adpc.layers import MaskedConv2D
@@ -353,6 +437,7 @@ def _probe(spec, rounds):
     uncertainty = synthetic_uncertainty(height, width, seed=0)
     plans = [TilePlan(tf.constant(synthetic_mask(height, width, s, uncertainty=uncertainty)[None]), tile)
              for s in PROBE_SHARES]
+    ways = {way: [] for way in ways_of(_kind_of(spec))}
     if spec["kind"] == "conv":
         from keras_visrec.adpc.masking import dense_conv
 
@@ -362,7 +447,12 @@ def _probe(spec, rounds):
         layer = MaskedConv2D(spec["out_channels"], kernel, strides=stride, padding="same" if stride == 1 else "valid",
                              use_bias=False)
         dense = tf.function(lambda: dense_conv(layer, x, stride, pad))
-        sparse = [tf.function(lambda plan=plan: plan.conv(layer, x, stride, pad)) for plan in plans]
+        dense()  # builds the layer
+        for plan in plans:
+            for way in ways:
+                plan.prepare(x, layer, stride, pad, way)  # eagerly, outside the timed functions
+                ways[way].append((float(plan.share(way, stride)),
+                                  tf.function(lambda plan=plan, way=way: plan.conv(layer, x, stride, pad, way))))
     else:
         import keras
 
@@ -375,9 +465,22 @@ def _probe(spec, rounds):
         for layer in (conv, bn, classifier):
             layer.build(features)
         dense = tf.function(lambda: dense_pointwise_head(xs, conv, bn, classifier))
-        sparse = [tf.function(lambda plan=plan: plan.pointwise_head(xs, conv, bn, classifier)) for plan in plans]
-    times = _best_times([lambda fn=fn: fn().numpy() for fn in [dense] + sparse], rounds)
-    return tuple(float(p.tile_share) for p in plans), times[0], times[1:]
+        (way,) = ways
+        for plan in plans:
+            plan.centre_index  # noqa: B018 (builds the indices eagerly)
+            ways[way].append((float(plan.tile_share),
+                              tf.function(lambda plan=plan: plan.pointwise_head(xs, conv, bn, classifier))))
+    timed = [dense] + [fn for points in ways.values() for _, fn in points]
+    times = iter(_best_times([lambda fn=fn: fn().numpy() for fn in timed], rounds, clock))
+    dense_seconds = next(times)
+    return dense_seconds, {way: [(share, next(times)) for share, _ in points] for way, points in ways.items()}
+
+
+def _kind_of(spec):
+    if spec["kind"] == "conv":
+        return conv_kind(spec["kernel"], spec["stride"], spec["in_channels"], spec["out_channels"], spec["height"],
+                         spec["width"], spec["tile"])
+    return head_kind(spec["channels"], spec["classes"], spec["height"], spec["width"], spec["tile"])
 
 
 def model_kinds(model, input_shape):
@@ -416,7 +519,7 @@ def model_kinds(model, input_shape):
 
 
 def calibrate(model, input_shape, table=None, progress=True):
-    """Probes, ahead of time, every kind the sparse mode of ``model`` meets at ``input_shape``.
+    """Measures, ahead of time, every kind the sparse mode of ``model`` meets at ``input_shape``.
 
     Args:
         model: an ``AnytimeHRNet``.
@@ -426,11 +529,11 @@ def calibrate(model, input_shape, table=None, progress=True):
         progress: bool. Show a progress bar over the kinds. Defaults to `True`.
 
     Returns:
-        ``{kind: crossover share}``.
+        ``{kind: KindCosts}``.
     """
     from tqdm.auto import tqdm
 
     table = table if table is not None else default_table()
     kinds = sorted(model_kinds(model, input_shape))
-    return {kind: table.crossover(kind) for kind in tqdm(kinds, desc="adpc crossover", unit="kind",
-                                                           disable=not progress)}
+    return {kind: table.costs(kind) for kind in tqdm(kinds, desc="adpc crossover", unit="kind",
+                                                       disable=not progress)}

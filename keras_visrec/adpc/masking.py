@@ -2,14 +2,16 @@
 
 * ``"none"``: no masking; every exit sees the full network.
 * ``"dense"``: the paper's simulation — the convolution runs on every pixel, then
-  ``y·m + RBF(y·m)·(1 − m)``.
-* ``"sparse"``: block-sparse (:mod:`keras_visrec.adpc.sparse`) — the active tiles of the output
-  (single pixels by default, with the halo the kernel needs) are gathered from the input into a
-  batch, convolved, scattered into a zero map and blended by an XLA-fused RBF fill. Because
-  every blended map depends on ``y`` only where ``m = 1``, and those positions are computed
-  exactly, ``"sparse"`` reproduces ``"dense"`` everywhere up to float rounding.
+  ``y·m + RBF(y·m)·(1 − m)`` (:class:`DenseSimulation`; the training path).
+* ``"sparse"``: the computed pixels only (:class:`SparseExecutor`, :mod:`keras_visrec.adpc.sparse`):
+  gathered pixels, strips or tiles, or the dense convolution when that is measured to be faster
+  (:mod:`keras_visrec.adpc.crossover`), then an XLA-fused blend. Every blended map depends on
+  ``y`` only where ``m = 1``, and those positions are computed exactly, so ``"sparse"`` reproduces
+  ``"dense"`` everywhere up to float rounding.
 
-The sparse kernels use TensorFlow gather/scatter ops (the TensorFlow backend).
+:class:`MaskHook` is the ``conv_hook`` of one masked segment; it hands each convolution to the
+executor of its output resolution. The sparse kernels use TensorFlow gather/scatter ops (the
+TensorFlow backend).
 """
 
 import keras
@@ -19,7 +21,7 @@ from keras import ops
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
 from keras_visrec.adpc.sparse import TilePlan, dense_pointwise_head, tile_side
 
-__all__ = ["MASK_MODES", "DenseSimulation", "MaskHook", "SparseExecutor", "confidence_mask", "resize_mask"]
+__all__ = ["MASK_MODES", "DenseSimulation", "MaskHook", "SparseExecutor", "confidence_mask", "resize_mask", "share_mask"]
 
 MASK_MODES = ("none", "dense", "sparse")
 
@@ -48,6 +50,31 @@ def confidence_mask(logits, threshold=0.998):
     """
     confidence = ops.max(ops.softmax(logits, axis=-1), axis=-1)
     return ops.stop_gradient(ops.cast(confidence <= threshold, logits.dtype))
+
+
+def share_mask(logits, share):
+    """1.0 on the ``share`` least confident pixels of each image (lowest max softmax probability), else 0.0.
+
+    A rule with the computed share fixed instead of the confidence threshold: ADP-C's segments
+    compute exactly ``share`` of the pixels (ties broken by position). The official code has only
+    the threshold rule; this one sets the paper's operating point on any task (experiments).
+
+    Args:
+        logits: tensor ``(batch, height, width, classes)``.
+        share: float in (0, 1].
+
+    Returns:
+        A float tensor ``(batch, height, width)``; gradients do not flow through it.
+    """
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share <= 1.0:
+        raise ValueError(f"`share` must be a number in (0, 1]; received share={share!r}.")
+    import tensorflow as tf
+
+    height, width = int(logits.shape[1]), int(logits.shape[2])
+    count = max(1, int(round(share * height * width)))
+    confidence = tf.reshape(ops.max(ops.softmax(logits, axis=-1), axis=-1), (-1, height * width))
+    rank = tf.argsort(tf.argsort(confidence, axis=-1, stable=True), axis=-1, stable=True)  # 0: least confident
+    return ops.stop_gradient(tf.reshape(tf.cast(rank < count, logits.dtype), (-1, height, width)))
 
 
 def _nearest_indices(src, dst):
@@ -170,15 +197,17 @@ class DenseSimulation:
 
 class SparseExecutor:
     """The sparse mode at one resolution of a masked segment: owns the mask, the tile plan and, per
-    convolution, the choice between gathering the active tiles and running densely.
+    convolution, the choice between running densely and the sparse ways of
+    :class:`~keras_visrec.adpc.sparse.TilePlan` (gathered pixels, strips, tiles).
 
-    A convolution runs sparsely while the share of active tiles is at or below its crossover: the
-    hook's fixed ``dense_above``, or else the measured crossover of its kind
-    (:meth:`keras_visrec.adpc.crossover.CrossoverTable.crossover`, probed once per kind). A
-    crossover of 0 or 1 decides at trace time; in between one ``tf.cond`` on the measured share
-    decides at run time. Either way the output is exact on the computed pixels, and one
-    XLA-fused pass (:func:`keras_visrec.adpc.layers.fused_rbf_interpolate`) does the blend and
-    what follows the conv. A map that is a single tile always runs densely.
+    With the hook's fixed ``dense_above``, a convolution gathers its active tiles while their share
+    is at or below it. Otherwise the kind's measured costs decide
+    (:meth:`keras_visrec.adpc.crossover.CrossoverTable.costs`, probed once per kind): a way that is
+    not cheaper than the dense convolution even with nothing to compute is dropped at trace time;
+    among the rest and the dense convolution, the one whose predicted time at the measured share is
+    least runs (``tf.switch_case``). Every way is exact on the computed pixels, and one XLA-fused pass
+    (:func:`keras_visrec.adpc.layers.fused_rbf_interpolate`) does the blend and what follows the
+    conv. A map that is a single tile always runs densely.
     """
 
     def __init__(self, hook, height, width):
@@ -196,39 +225,50 @@ class SparseExecutor:
             self._plan = TilePlan(self.mask, self.tile)
         return self._plan
 
-    def crossover(self, kind):
-        """The share of active tiles up to which ``kind`` runs sparsely."""
-        if self.single_tile:
-            return 0.0
+    def costs(self, kind):
+        """The :class:`~keras_visrec.adpc.crossover.KindCosts` deciding ``kind``, or `None` for the fixed rule."""
         if self.hook.dense_above is not None:
-            return self.hook.dense_above
+            return None
         if self.hook.crossover is None:
             from keras_visrec.adpc.crossover import default_table
 
             self.hook.crossover = default_table()
-        return self.hook.crossover.crossover(kind)
+        return self.hook.crossover.costs(kind)
 
-    def _choose(self, kind, dense, sparse, prepare=None):
-        """``sparse()`` at or below the crossover of ``kind``, else ``dense()``; both give the same values
-        where they are used."""
+    def _choose(self, kind, dense, ways, stride=1):
+        """Runs ``dense()`` or one of ``ways`` (``{way: (fn, prepare)}``): the fixed rule, or the least predicted
+        cost at the measured share. Every choice gives the same values where they are used."""
         import tensorflow as tf
 
-        share = self.crossover(kind)
-        if share <= 0.0:
+        if self.single_tile:
             return dense()
-        if prepare is not None:
-            prepare()  # indices shared by later convs: built outside the tf.cond branches
-        if share >= 1.0:
-            return sparse()
-        return tf.cond(self.plan.tile_share > share, dense, sparse)
+        costs = self.costs(kind)
+        if costs is None:  # the fixed rule: the first way up to dense_above
+            way, (fn, prepare) = next(iter(ways.items()))
+            if self.hook.dense_above <= 0.0:
+                return dense()
+            prepare()
+            return fn() if self.hook.dense_above >= 1.0 else tf.cond(self.plan.tile_share > self.hook.dense_above,
+                                                                     dense, fn)
+        options = [way for way in ways if way in costs.ways and costs.ways[way][0] < costs.dense]
+        if not options:
+            return dense()
+        for way in options:
+            ways[way][1]()  # indices shared by later convs: built outside the branches
+        predicted = [tf.constant(costs.dense, tf.float32)]
+        predicted += [costs.cost(way, self.plan.share(way, stride)) for way in options]
+        choice = tf.argmin(tf.stack([tf.cast(p, tf.float32) for p in predicted]), output_type=tf.int32)
+        return tf.switch_case(choice, [dense] + [ways[way][0] for way in options])
 
     def _conv_output(self, layer, x, stride, pad):
-        """The conv, exact on the active tiles (zero or computed elsewhere)."""
-        from keras_visrec.adpc.crossover import conv_kind
+        """The conv, exact on the computed pixels (finite elsewhere)."""
+        from keras_visrec.adpc.crossover import conv_kind, ways_of
 
         kind = conv_kind(layer.kernel_size[0], stride, x.shape[-1], layer.filters, self.height, self.width, self.tile)
-        return self._choose(kind, lambda: dense_conv(layer, x, stride, pad), lambda: self.plan.conv(layer, x, stride, pad),
-                            lambda: self.plan.prepare(x, layer, stride, pad))
+        ways = {way: (lambda way=way: self.plan.conv(layer, x, stride, pad, way),
+                      lambda way=way: self.plan.prepare(x, layer, stride, pad, way))
+                for way in ways_of(kind) if way != "strips" or pad == 1}
+        return self._choose(kind, lambda: dense_conv(layer, x, stride, pad), ways, stride)
 
     def conv(self, layer, x, stride, pad):
         return fused_rbf_interpolate(self._conv_output(layer, x, stride, pad), self.mask4, layer.rbf_lambda)
@@ -240,12 +280,13 @@ class SparseExecutor:
 
     def pointwise_head(self, xs, conv, bn, classifier, default):
         """The head at the computed pixels only (:meth:`TilePlan.pointwise_head`), or on every pixel
-        (:func:`keras_visrec.adpc.sparse.dense_pointwise_head`) above the head's crossover."""
-        from keras_visrec.adpc.crossover import head_kind
+        (:func:`keras_visrec.adpc.sparse.dense_pointwise_head`) when that is predicted faster."""
+        from keras_visrec.adpc.crossover import head_kind, ways_of
 
         kind = head_kind([x.shape[-1] for x in xs], classifier.filters, self.height, self.width, self.tile)
-        return self._choose(kind, lambda: dense_pointwise_head(xs, conv, bn, classifier),
-                            lambda: self.plan.pointwise_head(xs, conv, bn, classifier), lambda: self.plan.centre_index)
+        (way,) = ways_of(kind)
+        ways = {way: (lambda: self.plan.pointwise_head(xs, conv, bn, classifier), lambda: self.plan.centre_index)}
+        return self._choose(kind, lambda: dense_pointwise_head(xs, conv, bn, classifier), ways)
 
 
 def dense_conv(layer, x, stride, pad):

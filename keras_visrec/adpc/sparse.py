@@ -1,22 +1,34 @@
-"""Block-sparse masked convolution: compute the active tiles only, then blend as the paper does.
+"""The sparse mode's computations: a convolution (or the final head) at the computed pixels only, then
+the blend as the paper does it.
 
-A :class:`TilePlan` is built once per masked segment and output resolution: the active tiles of
-the mask (a tile is active when any of its pixels is), the flat pixel indices every convolution
-needs to gather its input patches (tile plus the kernel's halo), and the flat output pixels of
-the tiles. A masked convolution then costs one gather, one convolution on the batch of tiles
-(for 1×1 tiles, single pixels, one matmul of the gathered ``k×k`` patches) and one
-``scatter_nd`` into a zero map; the blend
+A :class:`TilePlan` is built once per masked segment and output resolution from the mask. It
+offers three ways to compute a masked convolution, each exact on the computed pixels:
+
+* ``"pixels"`` (tile 1): gather the ``k×k`` input patch of every computed pixel (clipped to the
+  map; the few patches over the border are redone with zeros), one matmul, one ``scatter_nd``
+  into a zero map. Least waste on thin, scattered masks; moves ``k²`` input rows per pixel.
+* ``"strips"`` (3×3 convs, tile 1): each row's runs of computed pixels with a one-pixel halo
+  (:meth:`TilePlan.strips`), laid end to end into one ``(3, M)`` strip and convolved once. Three
+  input rows per element instead of nine: the cheaper way once runs are longer than a few
+  pixels, as confidence masks at the paper's shares are (bands a few pixels wide and blobs).
+* ``"tiles"`` (tile > 1): the same gather as ``"pixels"`` on ``t×t`` tiles with their halo.
+
+The blend
 
     out = y·m + RBF(y·m)·(1 − m)
 
-reads ``y`` only where ``m = 1``, all inside active tiles, so it gives exactly the dense result.
-It runs as one XLA-fused pass over the map
-(:func:`keras_visrec.adpc.layers.fused_rbf_interpolate`). A busy resolution (share of active
-tiles above ``dense_above``) runs the convolution densely instead: same result, less overhead.
+reads ``y`` only where ``m = 1``, so every way gives the dense simulation's result everywhere. It
+runs as one XLA-fused pass over the map (:func:`keras_visrec.adpc.layers.fused_rbf_interpolate`).
+Which way (or dense) a convolution takes is decided by its executor
+(:class:`keras_visrec.adpc.masking.SparseExecutor`) from measured costs
+(:mod:`keras_visrec.adpc.crossover`).
 
 Tile side: confidence masks follow object edges, thin and spread out, so 8×8 tiles at 8 %
 computed pixels are 40–90 % active, and with the halo do as much work as the dense conv.
-Single pixels (``tile=1``) do only the computed pixels' work; it is the default.
+Single pixels (``tile=1``, the default) do only the computed pixels' work.
+
+The plan's indices are built lazily, once, inside the graph that uses them: a plan belongs to one
+trace (build another for another ``tf.function``), or to eager mode.
 """
 
 
@@ -81,6 +93,7 @@ class TilePlan:
         self._index = None
         self._patches = {}
         self._shapes = {}
+        self._strips = {}
 
     def _build_index(self):
         import tensorflow as tf
@@ -146,21 +159,34 @@ class TilePlan:
         flat = tf.scatter_nd(self.centre_index, tf.reshape(y_tiles, (-1, channels)), self.scatter_shapes(channels))
         return tf.reshape(flat, (-1, self.height, self.width, channels))
 
-    def prepare(self, x, layer, stride, pad):
-        """Builds the indices a conv of ``layer`` on ``x`` needs (call it outside any ``tf.cond`` branch)."""
-        self.input_index(int(x.shape[1]), int(x.shape[2]), int(layer.kernel_size[0]), stride, pad)
+    def share(self, way, stride=1):
+        """The share ``way`` works on: of active tiles (``"pixels"``, ``"tiles"``), or of strip elements
+        per output pixel (``"strips"``, see :meth:`strips`)."""
+        return self.strips(stride)["share"] if way == "strips" else self.tile_share
+
+    def prepare(self, x, layer, stride, pad, way="pixels"):
+        """Builds the indices a conv of ``layer`` on ``x`` needs ``way`` (call it outside any ``tf.cond`` branch)."""
+        if way == "strips":
+            self._strip_input(self.strips(stride), int(x.shape[1]), int(x.shape[2]), stride, pad)
+        else:
+            self.input_index(int(x.shape[1]), int(x.shape[2]), int(layer.kernel_size[0]), stride, pad)
         self.scatter_shapes(int(layer.filters))
 
-    def conv(self, layer, x, stride, pad):
-        """The ``MaskedConv2D`` ``layer`` on the active tiles only: exact there, zero elsewhere.
+    def conv(self, layer, x, stride, pad, way="pixels"):
+        """The ``MaskedConv2D`` ``layer`` on the computed pixels only: exact there, finite elsewhere.
 
         Args:
             layer: the ``MaskedConv2D``.
             x: input map ``(batch, H, W, channels)``.
             stride, pad: the conv's stride and symmetric padding.
+            way: `"pixels"` / `"tiles"` (the ``k×k`` patches of every active tile, clipped to the map,
+                one matmul or convolution; zero off the tiles) or `"strips"` (3×3 convs with pad 1:
+                :meth:`strip_conv`). Defaults to `"pixels"`.
         """
         import tensorflow as tf
 
+        if way == "strips":
+            return self.strip_conv(layer, x, stride, pad)
         kernel = int(layer.kernel_size[0])
         self.prepare(x, layer, stride, pad)
         patches = self.gather_input(x, kernel, stride, pad)
@@ -171,6 +197,81 @@ class TilePlan:
             border = _tile_conv(layer, tf.gather(patches, rows) * tf.cast(inside, patches.dtype), stride)
             y = tf.tensor_scatter_nd_update(y, rows[:, None], border)
         return self.scatter(y)
+
+    # --- strips: each row's runs of computed pixels, with the kernel's halo -----------------------
+
+    def strips(self, stride):
+        """The strip sequence of a 3×3 conv of ``stride`` (built once per stride).
+
+        Every computed pixel with its right neighbour (and, for stride 1, its left one), in raster
+        order, columns ``-1`` and ``width`` included: a run of ``L`` computed pixels is ``L + 2``
+        consecutive elements (``L + 1`` for stride 2), so one ``VALID`` convolution over the
+        elements' input columns, laid end to end, gives every computed pixel its exact output.
+        Outputs centred on halo elements mix two runs: they land on pixels that are not computed
+        (the blend ignores them) or, off the map, on a trash row. Three trailing dummy elements
+        keep the convolution defined when nothing is computed.
+
+        Returns:
+            dict: ``batch``, ``row``, ``col`` ``(M,)`` of the elements, ``centre`` ``(M, 1)`` flat
+            output index (trash: ``batch · h · w``), ``share`` (``M / (batch · h · w)``).
+        """
+        import tensorflow as tf
+
+        if stride not in self._strips:
+            active = tf.pad(self.mask[..., 0] > 0, [[0, 0], [0, 0], [1, 1]])  # column c at c + 1
+            after = tf.pad(active[:, :, :-1], [[0, 0], [0, 0], [1, 0]])  # the element after a computed pixel
+            elements = tf.logical_or(active, after)
+            if stride == 1:
+                elements = tf.logical_or(elements, tf.pad(active[:, :, 1:], [[0, 0], [0, 0], [0, 1]]))
+            index = tf.cast(tf.where(elements), tf.int32)
+            dummy = tf.constant([[0, -8, -8]] * 3, tf.int32)  # off the map on every side
+            index = tf.concat([index, dummy], 0)
+            batch, row, col = index[:, 0], index[:, 1], index[:, 2] - 1
+            area = self.height * self.width
+            total = self.batch_size * area
+            inside = (row >= 0) & (col >= 0) & (col < self.width)
+            centre = tf.where(inside, batch * area + row * self.width + col, total)
+            count = tf.shape(index)[0] - 3
+            self._strips[stride] = dict(batch=batch, row=row, col=col, centre=centre[:, None], inputs={},
+                                        share=tf.cast(count, tf.float32) / tf.cast(total, tf.float32))
+        return self._strips[stride]
+
+    def _strip_input(self, strips, in_height, in_width, stride, pad):
+        """Flat input indices ``(3, M·s)`` (``s``: stride) of the strip elements, clipped, and the in-map flags."""
+        import tensorflow as tf
+
+        key = (in_height, in_width, pad)
+        if key not in strips["inputs"]:
+            rows = strips["row"][None, :] * stride - pad + tf.range(3, dtype=tf.int32)[:, None]  # (3, M)
+            # stride 1: an element is its own column (output j is centred on element j + 1); stride 2: an
+            # element is the two columns left of and under its output pixel (output j is element j's)
+            first = strips["col"] * stride - (pad if stride > 1 else 0)
+            cols = first[:, None] + tf.range(stride, dtype=tf.int32)[None, :]  # (M, s)
+            rows, cols = rows[:, :, None], cols[None]
+            valid = (rows >= 0) & (rows < in_height) & (cols >= 0) & (cols < in_width)
+            flat = (strips["batch"][None, :, None] * (in_height * in_width) + tf.clip_by_value(rows, 0, in_height - 1)
+                    * in_width + tf.clip_by_value(cols, 0, in_width - 1))
+            strips["inputs"][key] = (tf.reshape(flat, (3, -1)), tf.cast(tf.reshape(valid, (3, -1, 1)), tf.float32))
+        return strips["inputs"][key]
+
+    def strip_conv(self, layer, x, stride, pad):
+        """A 3×3 ``layer`` (pad 1, stride 1 or 2) on the strips (:meth:`strips`): gathers three input rows of
+        every element (two columns each for stride 2), convolves the ``(3, M·stride)`` strip once, and
+        scatters the outputs. Exact on the computed pixels; elsewhere finite and unused."""
+        import tensorflow as tf
+
+        strips = self.strips(stride)
+        self.scatter_shapes(int(layer.filters))
+        flat, valid = self._strip_input(strips, int(x.shape[1]), int(x.shape[2]), stride, pad)
+        rows = tf.gather(tf.reshape(x, (-1, int(x.shape[-1]))), flat) * tf.cast(valid, x.dtype)
+        y = tf.nn.conv2d(rows[None], layer.kernel, strides=(1, stride), padding="VALID")[0, 0]
+        if layer.use_bias:
+            y = y + layer.bias
+        centre = strips["centre"][1:-1] if stride == 1 else strips["centre"][:-1]
+        channels = int(layer.filters)
+        total = self.batch_size * (self.height * self.width)
+        out = tf.scatter_nd(centre, y, tf.stack([total + 1, channels]))[:total]  # the last row: trash
+        return tf.reshape(out, (-1, self.height, self.width, channels))
 
     def pointwise_head(self, xs, conv, bn, classifier):
         """HRNetV2's head ``classifier(relu(bn(conv(concat(x0, up(x1), …)))))`` at the plan's pixels only.

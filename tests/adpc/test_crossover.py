@@ -13,13 +13,12 @@ from keras_visrec.adpc.masking import MaskHook, SparseExecutor
 
 
 def _fake_measure(dense=1.0, fixed=0.2, per_share=1.0, calls=None):
-    """A probe stand-in: sparse time = fixed + per_share · share (seconds), dense time constant."""
+    """A probe stand-in: every way costs fixed + per_share · share (seconds), dense constant."""
 
     def measure(kind):
         if calls is not None:
             calls.append(kind)
-        shares = xo.PROBE_SHARES
-        return shares, dense, [fixed + per_share * s for s in shares]
+        return xo.KindCosts(dense, {way: (fixed, per_share) for way in xo.ways_of(kind)})
 
     return measure
 
@@ -56,13 +55,26 @@ def test_synthetic_mask_rejects_share_outside_the_open_interval(share):
 
 # --- the table -----------------------------------------------------------------------------------
 
-def test_interpolated_crossover():
-    shares = (0.25, 0.75)
-    assert xo._interpolate_crossover(shares, (0.4, 0.9), 0.65) == pytest.approx(0.5)
-    assert xo._interpolate_crossover(shares, (0.1, 0.2), 1.0) == 1.0  # sparse always faster
-    assert xo._interpolate_crossover(shares, (2.0, 3.0), 1.0) == 0.0  # sparse always slower
-    assert xo._interpolate_crossover(shares, (0.5, 0.5), 1.0) == 1.0  # flat: the faster at the larger share
-    assert xo._interpolate_crossover(shares, (1.5, 1.4), 1.0) == 0.0
+def test_cost_lines_and_crossovers():
+    line = xo._fit_line([(0.75, 0.9), (0.25, 0.4)])
+    assert line == pytest.approx((0.15, 1.0))
+    costs = xo.KindCosts(0.65, {"pixels": line, "strips": (0.1, 0.2), "never": (2.0, 1.0), "flat": (1.0, 0.0)})
+    assert costs.crossover("pixels") == pytest.approx(0.5)
+    assert costs.crossover("strips") == 1.0  # faster even with everything computed
+    assert costs.crossover("never") == 0.0 and costs.crossover("flat") == 0.0
+    assert costs.cost("pixels", 0.5) == pytest.approx(0.65)
+    assert xo._fit_line([(0.3, 0.5), (0.3, 0.7)]) == (0.5, 0.0)
+    kind = xo.conv_kind(3, 1, 8, 8, 16, 16, 1)
+    assert xo.ways_of(kind) == ("pixels", "strips")
+    assert xo.ways_of(xo.conv_kind(1, 1, 8, 8, 16, 16, 1)) == ("pixels",)
+    assert xo.ways_of(xo.conv_kind(3, 1, 8, 8, 16, 16, 4)) == ("tiles",)
+    fixed = xo.KindCosts.from_crossover(kind, 0.4)
+    assert fixed.crossover("pixels") == pytest.approx(0.4) and "strips" not in fixed.ways
+    assert xo.KindCosts.from_crossover(kind, 0.0).ways == {}
+    again = xo.KindCosts.from_json(kind, fixed.to_json())
+    assert again.ways == fixed.ways and again.dense == fixed.dense
+    with pytest.raises(ValueError, match="cost model"):
+        xo.KindCosts.from_json(kind, {"dense": 1.0, "tiles": [0.0, 1.0]})  # not a way of this kind
 
 
 def test_table_probes_once_and_caches_to_disk(tmp_path):
@@ -73,7 +85,7 @@ def test_table_probes_once_and_caches_to_disk(tmp_path):
     assert table.crossover(kind) == pytest.approx(0.5)
     assert table.crossover(kind) == pytest.approx(0.5) and calls == [kind]
     stored = json.load(open(path))
-    assert stored["machines"][table.signature] == {kind: pytest.approx(0.5)}
+    assert stored["machines"][table.signature] == {kind: {"dense": 0.7, "pixels": [0.2, 1.0], "strips": [0.2, 1.0]}}
     again = xo.CrossoverTable(path=path, measure=_fake_measure(calls=calls))
     assert again.crossover(kind) == pytest.approx(0.5) and calls == [kind]  # read, not probed
 
@@ -82,10 +94,12 @@ def test_table_keys_entries_by_machine(tmp_path, monkeypatch):
     path = str(tmp_path / "cross.json")
     kind = xo.conv_kind(1, 1, 4, 4, 8, 8, 1)
     xo.CrossoverTable(entries={kind: 0.3}, path=path)._write()
+    assert xo.CrossoverTable(path=path, probe=False).crossover(kind) == 0.3
+    with pytest.raises(KeyError, match="probing is off"):  # measured with another clock
+        xo.CrossoverTable(path=path, probe=False, clock="wall").crossover(kind)
     monkeypatch.setattr(xo, "machine_signature", lambda: "another machine")
-    other = xo.CrossoverTable(path=path, probe=False)
     with pytest.raises(KeyError, match="probing is off"):
-        other.crossover(kind)
+        xo.CrossoverTable(path=path, probe=False).crossover(kind)
 
 
 def test_table_errors_name_the_problem(tmp_path):
@@ -102,6 +116,8 @@ def test_table_errors_name_the_problem(tmp_path):
         xo.CrossoverTable(entries={"pool 2x2": 0.5})
     with pytest.raises(ValueError, match="rounds"):
         xo.CrossoverTable(rounds=0)
+    with pytest.raises(ValueError, match="clock"):
+        xo.CrossoverTable(clock="sundial")
     with pytest.raises(TypeError, match="CrossoverTable"):
         xo.set_default_table({"a": 1})
 
@@ -117,11 +133,13 @@ def test_default_table_follows_the_cache_and_can_be_replaced(tmp_path, monkeypat
     assert xo.default_table().path == str(tmp_path / xo.CACHE_FILE)
 
 
-@pytest.mark.parametrize("spec", [xo.conv_kind(3, 2, 4, 6, 8, 12, 1), xo.head_kind((4, 6), 3, 8, 8, 2)])
-def test_real_probe_times_both_ways(spec):
-    shares, dense, sparse = xo._probe(xo._parse(spec), rounds=1)
-    assert dense > 0 and len(sparse) == 2 and all(t > 0 for t in sparse)
-    assert 0 < shares[0] < shares[1] <= 1  # share of active tiles of the two probe masks
+@pytest.mark.parametrize("kind", [xo.conv_kind(3, 2, 4, 6, 8, 12, 1), xo.head_kind((4, 6), 3, 8, 8, 2)])
+def test_real_probe_times_every_way(kind):
+    dense, ways = xo._probe(xo._parse(kind), rounds=1)
+    assert np.isfinite(dense) and dense >= 0 and tuple(ways) == xo.ways_of(kind)
+    for points in ways.values():
+        (s1, t1), (s2, t2) = points
+        assert min(t1, t2) >= 0 and 0 < s1 < s2  # the way's share at the two probe masks (times not asserted)
 
 
 # --- the model: kinds, calibration and the executors' decisions ---------------------------------
@@ -155,11 +173,11 @@ def test_calibrate_probes_each_kind_once(tiny):
 
 
 def _decisions(monkeypatch):
-    """Records ``(kind, way, computed share)`` of every decision: sparse (gathered) or dense."""
+    """Records ``(kind, way, computed share)`` of every decision."""
     taken = []
     original = SparseExecutor._choose
 
-    def spy(self, kind, dense, sparse, prepare=None):
+    def spy(self, kind, dense, ways, stride=1):
         share = float(keras.ops.mean(self.mask))  # 1-pixel tiles: the share of active tiles
 
         def mark(way, fn):
@@ -167,7 +185,8 @@ def _decisions(monkeypatch):
                 taken.append((kind, way, share))
                 return fn()
             return run
-        return original(self, kind, mark("dense", dense), mark("sparse", sparse), prepare)
+        return original(self, kind, mark("dense", dense), {w: (mark(w, fn), prep) for w, (fn, prep) in ways.items()},
+                        stride)
 
     monkeypatch.setattr(SparseExecutor, "_choose", spy)
     return taken
@@ -188,13 +207,30 @@ def test_measured_rule_decides_per_kind_and_stays_exact(tiny, monkeypatch):
     for d, s in zip(dense, sparse):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(s), d, atol=1e-4 * max(1.0, float(np.abs(d).max())))
     assert {k for k, _, _ in taken} == set(kinds)
-    ways = {way for _, way, _ in taken}
-    assert ways == {"dense", "sparse"}
-    for kind, way, share in taken:  # eager: tf.cond runs the branch its measured share picks
-        rule = entries[kind]  # 0: always dense, 1: always sparse
-        assert way == ("sparse" if rule >= 1.0 or 0.0 < rule and share <= rule else "dense"), (kind, share)
+    assert {way for _, way, _ in taken} == {"dense", "pixels"}
+    for kind, way, share in taken:  # eager: the switch runs the way its measured share picks
+        rule = entries[kind]  # a fixed crossover: the pixels way costs share / rule of the dense conv
+        assert way == ("pixels" if 0.0 < rule and share < rule else "dense"), (kind, share)
     decided = {way for kind, way, _ in taken if entries[kind] in (0.3, 0.6)}
-    assert decided == {"dense", "sparse"}  # the run-time choice went both ways
+    assert decided == {"dense", "pixels"}  # the run-time choice went both ways
+
+
+def test_measured_costs_pick_strips_and_stay_exact(tiny, monkeypatch):
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    threshold = 0.6
+    dense = [keras.ops.convert_to_numpy(o) for o in tiny.anytime(x, mode="dense", threshold=threshold)]
+    kinds = xo.model_kinds(tiny, (64, 64, 3))
+    # strips cheapest for every 3x3 conv, pixels for the rest, never dense
+    entries = {kind: xo.KindCosts(10.0, {way: (0.0 if way == "strips" else 1.0, 1.0) for way in xo.ways_of(kind)})
+               for kind in kinds}
+    taken = _decisions(monkeypatch)
+    tiny.dense_above = None
+    monkeypatch.setattr(xo, "_DEFAULT", {"table": xo.CrossoverTable(entries=entries, probe=False), "path": None})
+    sparse = tiny.anytime(x, mode="sparse", threshold=threshold)
+    for d, s in zip(dense, sparse):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(s), d, atol=1e-4 * max(1.0, float(np.abs(d).max())))
+    for kind, way, _ in taken:
+        assert way == ("strips" if "strips" in xo.ways_of(kind) else "pixels"), kind
 
 
 def test_dense_only_resolution_builds_no_indices(tiny_config):
@@ -211,7 +247,7 @@ def test_dense_only_resolution_builds_no_indices(tiny_config):
     hook = MaskHook(mask, "sparse", 1, None, xo.CrossoverTable(entries={kind: 0.0}, probe=False))
     out = hook(conv, x, 1, 1)
     executor = hook.executor(16, 16)
-    assert executor._plan is None or executor._plan._index is None  # never gathered: no indices built
+    assert executor._plan is None  # never gathered: no plan, no indices
     expected = conv.blend(conv(x), mask)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(out), keras.ops.convert_to_numpy(expected), atol=1e-5)
 
