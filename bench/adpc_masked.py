@@ -84,6 +84,8 @@ def _parse():
     parser.add_argument("--mask-shares", type=lambda t: _share_list(t, "--mask-shares"), default=None,
                         help="digit task: ADP-C's segments 2, 3, 4 compute these shares of the pixels (each image's "
                              "least confident) instead of those under --threshold, e.g. the paper's 0.82,0.63,0.38")
+    parser.add_argument("--detach-copied", action="store_true",
+                        help="digit task: ADP-C's loss at the pixels an exit copies does not train the earlier exit")
     parser.add_argument("--exit-analysis", action="store_true",
                         help="digit task: where ADP-C's exits 2-4 lose against the unmasked model (computed vs "
                              "copied pixels, the ring of copied pixels next to computed ones, nearest upsampling)")
@@ -131,7 +133,8 @@ def _check_paper_args(parser, args):
 
     given = [f"--{name.replace('_', '-')}" for name in _DIGIT_DEFAULTS if getattr(args, name) is not None]
     given += [flag for flag, on in (("--accuracy-only", args.accuracy_only), ("--exit-analysis", args.exit_analysis),
-                                    ("--mask-shares", args.mask_shares is not None)) if on]
+                                    ("--mask-shares", args.mask_shares is not None),
+                                    ("--detach-copied", args.detach_copied)) if on]
     if given:
         parser.error(f"digit-task flags with --scale paper: {', '.join(given)} (it times random-weight networks on "
                      "synthetic masks)")
@@ -172,9 +175,10 @@ def _models(args, x, y):
 
     from keras_visrec.adpc import AnytimeHRNet, PolyLR, compile_anytime
 
-    def build(mode, shares=None):
+    def build(mode, shares=None, detach=False):
         keras.utils.set_random_seed(args.seed)
         cls = AnytimeHRNet if shares is None else _fixed_share_model(shares)
+        cls = _detached_copy_model(cls) if detach else cls
         model = cls(SMALL, classes=11, exit_width=32, threshold=args.threshold, mode=mode, tile=args.tile,
                     bn_momentum=0.9, name="bench_adpc")
         model.dense_above = args.dense_above  # None: the measured rule (AnytimeHRNet's own check predates it)
@@ -187,6 +191,7 @@ def _models(args, x, y):
     steps = len(x) // 8
     adpc_stem = "adpc_poly" if args.mask_shares is None else "adpc_poly_shares_" + "_".join(
         f"{s:.2f}" for s in args.mask_shares)
+    adpc_stem += "_detached" if args.detach_copied else ""
     if args.schedule == "poly":
         whole = [(args.epochs, PolyLR(3e-3, args.epochs * steps))]
         plans = (("adpc", "dense", adpc_stem, None, whole), ("anchor", "none", "unmasked_poly", None, whole))
@@ -198,7 +203,7 @@ def _models(args, x, y):
     models = {}
     for name, mode, stem, start, phases in plans:
         path = args.weights and os.path.join(args.weights, f"{stem}.weights.h5")
-        model = build(mode, args.mask_shares if name == "adpc" else None)
+        model = build(mode, args.mask_shares, args.detach_copied) if name == "adpc" else build(mode)
         if path and os.path.exists(path):
             model.load_weights(path)
         else:
@@ -212,6 +217,27 @@ def _models(args, x, y):
                 model.save_weights(path)
         models[name] = model
     return models
+
+
+def _detached_copy_model(base):
+    """``base`` (an ``AnytimeHRNet`` class) whose exit ``k`` output keeps the copied logits of exit ``k − 1``
+    as values but not as a gradient path: the loss at copied pixels no longer trains the earlier exit
+    (the official code, and ``AnytimeHRNet``, let it). The exits-2/3 experiment on the loss at copied pixels."""
+    import tensorflow as tf
+
+    class DetachedCopyHRNet(base):
+        def iter_exits(self, inputs, mode=None, threshold=None):
+            previous = None
+            for k, logits in enumerate(super().iter_exits(inputs, mode=mode, threshold=threshold), start=1):
+                out = logits
+                if previous is not None and len(self.last_hooks) >= k - 1:  # previous·(1 − keep) + raw·keep: cut
+                    # the first term's gradient
+                    keep = self.last_hooks[k - 2].mask_at(int(logits.shape[1]), int(logits.shape[2]))[..., None]
+                    out = logits - (1.0 - keep) * (previous - tf.stop_gradient(previous))
+                previous = logits
+                yield out
+
+    return DetachedCopyHRNet
 
 
 def _fixed_share_model(shares):

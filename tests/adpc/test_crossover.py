@@ -192,20 +192,26 @@ def _decisions(monkeypatch):
     return taken
 
 
-def test_measured_rule_decides_per_kind_and_stays_exact(tiny, monkeypatch):
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
-    first = keras.ops.convert_to_numpy(keras.ops.softmax(tiny.anytime(x, mode="none")[0], axis=-1)).max(-1)
-    threshold = float(np.quantile(first, 0.45))  # segment 2 computes 45 %, later segments less (nested)
+def _sparse_equals_dense(tiny, monkeypatch, x, threshold, entries):
+    """Runs ``tiny`` densely, then sparsely with a table of ``entries``; checks they agree; returns the decisions."""
     dense = [keras.ops.convert_to_numpy(o) for o in tiny.anytime(x, mode="dense", threshold=threshold)]
-    kinds = sorted(xo.model_kinds(tiny, (64, 64, 3)))
-    # always dense, always sparse, or decided by the measured share against 0.3 or 0.6
-    entries = {kind: (0.0, 1.0, 0.3, 0.6)[i % 4] for i, kind in enumerate(kinds)}
     taken = _decisions(monkeypatch)
     tiny.dense_above = None
     monkeypatch.setattr(xo, "_DEFAULT", {"table": xo.CrossoverTable(entries=entries, probe=False), "path": None})
     sparse = tiny.anytime(x, mode="sparse", threshold=threshold)
     for d, s in zip(dense, sparse):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(s), d, atol=1e-4 * max(1.0, float(np.abs(d).max())))
+    return taken
+
+
+def test_measured_rule_decides_per_kind_and_stays_exact(tiny, monkeypatch):
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    first = keras.ops.convert_to_numpy(keras.ops.softmax(tiny.anytime(x, mode="none")[0], axis=-1)).max(-1)
+    threshold = float(np.quantile(first, 0.45))  # segment 2 computes 45 %, later segments less (nested)
+    kinds = sorted(xo.model_kinds(tiny, (64, 64, 3)))
+    # always dense, always sparse, or decided by the measured share against 0.3 or 0.6
+    entries = {kind: (0.0, 1.0, 0.3, 0.6)[i % 4] for i, kind in enumerate(kinds)}
+    taken = _sparse_equals_dense(tiny, monkeypatch, x, threshold, entries)
     assert {k for k, _, _ in taken} == set(kinds)
     assert {way for _, way, _ in taken} == {"dense", "pixels"}
     for kind, way, share in taken:  # eager: the switch runs the way its measured share picks
@@ -217,18 +223,12 @@ def test_measured_rule_decides_per_kind_and_stays_exact(tiny, monkeypatch):
 
 def test_measured_costs_pick_strips_and_stay_exact(tiny, monkeypatch):
     x = np.random.default_rng(5).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
-    threshold = 0.6
-    dense = [keras.ops.convert_to_numpy(o) for o in tiny.anytime(x, mode="dense", threshold=threshold)]
     kinds = xo.model_kinds(tiny, (64, 64, 3))
     # strips cheapest for every 3x3 conv, pixels for the rest, never dense
     entries = {kind: xo.KindCosts(10.0, {way: (0.0 if way == "strips" else 1.0, 1.0) for way in xo.ways_of(kind)})
                for kind in kinds}
-    taken = _decisions(monkeypatch)
-    tiny.dense_above = None
-    monkeypatch.setattr(xo, "_DEFAULT", {"table": xo.CrossoverTable(entries=entries, probe=False), "path": None})
-    sparse = tiny.anytime(x, mode="sparse", threshold=threshold)
-    for d, s in zip(dense, sparse):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(s), d, atol=1e-4 * max(1.0, float(np.abs(d).max())))
+    taken = _sparse_equals_dense(tiny, monkeypatch, x, 0.6, entries)
+    assert taken
     for kind, way, _ in taken:
         assert way == ("strips" if "strips" in xo.ways_of(kind) else "pixels"), kind
 
