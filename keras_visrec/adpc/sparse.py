@@ -1,28 +1,40 @@
-"""Block-sparse masked convolution: compute the active tiles only, then blend as the paper does.
+"""The sparse mode's computations: a convolution (or the final head) at the computed pixels only, then
+the blend as the paper does it.
 
-A :class:`TilePlan` is built once per masked segment and output resolution: the active tiles of
-the mask (a tile is active when any of its pixels is), the flat pixel indices every convolution
-needs to gather its input patches (tile plus the kernel's halo), and the flat output pixels of
-the tiles. A masked convolution then costs one gather, one convolution on the batch of tiles
-(for 1×1 tiles, single pixels, one matmul of the gathered ``k×k`` patches) and one
-``scatter_nd`` into a zero map; the blend
+A :class:`TilePlan` is built once per masked segment and output resolution from the mask. It
+offers three ways to compute a masked convolution, each exact on the computed pixels:
+
+* ``"pixels"`` (tile 1): gather the ``k×k`` input patch of every computed pixel (clipped to the
+  map; the few patches over the border are redone with zeros), one matmul, one ``scatter_nd``
+  into a zero map. Least waste on thin, scattered masks; moves ``k²`` input rows per pixel.
+* ``"strips"`` (3×3 convs, tile 1): each row's runs of computed pixels with a one-pixel halo
+  (:meth:`TilePlan.strips`), laid end to end into one ``(3, M)`` strip and convolved once. Three
+  input rows per element instead of nine: the cheaper way once runs are longer than a few
+  pixels, as confidence masks at the paper's shares are (bands a few pixels wide and blobs).
+* ``"tiles"`` (tile > 1): the same gather as ``"pixels"`` on ``t×t`` tiles with their halo.
+
+The blend
 
     out = y·m + RBF(y·m)·(1 − m)
 
-reads ``y`` only where ``m = 1``, all inside active tiles, so it gives exactly the dense result.
-It runs as one XLA-fused pass over the map
-(:func:`keras_visrec.adpc.layers.fused_rbf_interpolate`). A busy resolution (share of active
-tiles above ``dense_above``) runs the convolution densely instead: same result, less overhead.
+reads ``y`` only where ``m = 1``, so every way gives the dense simulation's result everywhere. It
+runs as one XLA-fused pass over the map (:func:`keras_visrec.adpc.layers.fused_rbf_interpolate`).
+Which way (or dense) a convolution takes is decided by its executor
+(:class:`keras_visrec.adpc.masking.SparseExecutor`) from measured costs
+(:mod:`keras_visrec.adpc.crossover`).
 
 Tile side: confidence masks follow object edges, thin and spread out, so 8×8 tiles at 8 %
 computed pixels are 40–90 % active, and with the halo do as much work as the dense conv.
-Single pixels (``tile=1``) do only the computed pixels' work; it is the default.
+Single pixels (``tile=1``, the default) do only the computed pixels' work.
+
+The plan's indices are built lazily, once, inside the graph that uses them: a plan belongs to one
+trace (build another for another ``tf.function``), or to eager mode.
 """
 
 
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
 
-__all__ = ["TilePlan", "sparse_conv", "sparse_masked_conv", "sparse_pointwise_head", "tile_side"]
+__all__ = ["TilePlan", "dense_pointwise_head", "sparse_masked_conv", "tile_side"]
 
 
 def tile_side(height, width, tile):
@@ -53,7 +65,12 @@ def _flat_patch(batch, rows, cols, height, width):
 
 
 class TilePlan:
-    """The active tiles of one ``(batch, height, width)`` 0/1 mask and the indices reused by every conv.
+    """The active tiles of one ``(batch, height, width)`` 0/1 mask, the indices every conv reuses, and the
+    sparse computations on them.
+
+    ``tile_share`` (the share of active tiles) is cheap and always there; the tile and patch indices
+    are built on first use, once, so a resolution whose convolutions all run densely pays nothing
+    for them.
 
     Args:
         mask: float tensor ``(batch, height, width)`` at the output resolution of the convolutions.
@@ -65,19 +82,40 @@ class TilePlan:
 
         self.height, self.width = int(mask.shape[1]), int(mask.shape[2])
         t = self.tile = tile_side(self.height, self.width, tile)
-        rows, cols = self.height // t, self.width // t
         self.batch_size = tf.shape(mask)[0]
-        grid = tf.transpose(tf.reshape(mask, (-1, rows, t, cols, t)), (0, 1, 3, 2, 4))
-        tiles = tf.reduce_max(grid, axis=(3, 4))
-        self.tile_share = tf.reduce_mean(tiles)
-        index = tf.cast(tf.where(tiles > 0), tf.int32)  # (n, 3): batch, tile row, tile column
-        self.count = tf.shape(index)[0]
-        self._batch, self._top, self._left = index[:, 0], index[:, 1] * t, index[:, 2] * t
         self.mask = mask[..., None]
-        centre, _ = _flat_patch(self._batch, _grid(self._top, t), _grid(self._left, t), self.height, self.width)
-        self.centre_index = tf.reshape(centre, (-1, 1))  # flat output pixels of every active tile
+        if t == 1:
+            self._tiles = mask
+        else:
+            grid = tf.transpose(tf.reshape(mask, (-1, self.height // t, t, self.width // t, t)), (0, 1, 3, 2, 4))
+            self._tiles = tf.reduce_max(grid, axis=(3, 4))
+        self.tile_share = tf.reduce_mean(self._tiles)
+        self._index = None
         self._patches = {}
         self._shapes = {}
+        self._strips = {}
+
+    def _build_index(self):
+        import tensorflow as tf
+
+        if self._index is None:
+            t = self.tile
+            index = tf.cast(tf.where(self._tiles > 0), tf.int32)  # (n, 3): batch, tile row, tile column
+            batch, top, left = index[:, 0], index[:, 1] * t, index[:, 2] * t
+            centre, _ = _flat_patch(batch, _grid(top, t), _grid(left, t), self.height, self.width)
+            self._index = dict(count=tf.shape(index)[0], batch=batch, top=top, left=left,
+                               centre=tf.reshape(centre, (-1, 1)))  # flat output pixels of every active tile
+        return self._index
+
+    @property
+    def count(self):
+        """Number of active tiles."""
+        return self._build_index()["count"]
+
+    @property
+    def centre_index(self):
+        """``(n·t·t, 1)`` flat output pixels of the active tiles."""
+        return self._build_index()["centre"]
 
     def input_index(self, in_height, in_width, kernel, stride, pad):
         """Flat input indices ``(n, span, span)``, clipped to the map, of a conv's input patches, and the
@@ -86,9 +124,10 @@ class TilePlan:
 
         key = (in_height, in_width, kernel, stride, pad)
         if key not in self._patches:
+            index = self._build_index()
             span = (self.tile - 1) * stride + kernel
-            flat, valid = _flat_patch(self._batch, _grid(self._top * stride - pad, span),
-                                      _grid(self._left * stride - pad, span), in_height, in_width)
+            flat, valid = _flat_patch(index["batch"], _grid(index["top"] * stride - pad, span),
+                                      _grid(index["left"] * stride - pad, span), in_height, in_width)
             edge = None
             if pad:
                 rows = tf.cast(tf.where(tf.logical_not(tf.reduce_all(valid, axis=(1, 2))))[:, 0], tf.int32)
@@ -120,6 +159,141 @@ class TilePlan:
         flat = tf.scatter_nd(self.centre_index, tf.reshape(y_tiles, (-1, channels)), self.scatter_shapes(channels))
         return tf.reshape(flat, (-1, self.height, self.width, channels))
 
+    def share(self, way, stride=1):
+        """The share ``way`` works on: of active tiles (``"pixels"``, ``"tiles"``), or of strip elements
+        per output pixel (``"strips"``, see :meth:`strips`)."""
+        return self.strips(stride)["share"] if way == "strips" else self.tile_share
+
+    def prepare(self, x, layer, stride, pad, way="pixels"):
+        """Builds the indices a conv of ``layer`` on ``x`` needs ``way`` (call it outside any ``tf.cond`` branch)."""
+        if way == "strips":
+            self._strip_input(self.strips(stride), int(x.shape[1]), int(x.shape[2]), stride, pad)
+        else:
+            self.input_index(int(x.shape[1]), int(x.shape[2]), int(layer.kernel_size[0]), stride, pad)
+        self.scatter_shapes(int(layer.filters))
+
+    def conv(self, layer, x, stride, pad, way="pixels"):
+        """The ``MaskedConv2D`` ``layer`` on the computed pixels only: exact there, finite elsewhere.
+
+        Args:
+            layer: the ``MaskedConv2D``.
+            x: input map ``(batch, H, W, channels)``.
+            stride, pad: the conv's stride and symmetric padding.
+            way: `"pixels"` / `"tiles"` (the ``k×k`` patches of every active tile, clipped to the map,
+                one matmul or convolution; zero off the tiles) or `"strips"` (3×3 convs with pad 1:
+                :meth:`strip_conv`). Defaults to `"pixels"`.
+        """
+        import tensorflow as tf
+
+        if way == "strips":
+            return self.strip_conv(layer, x, stride, pad)
+        kernel = int(layer.kernel_size[0])
+        self.prepare(x, layer, stride, pad)
+        patches = self.gather_input(x, kernel, stride, pad)
+        y = _tile_conv(layer, patches, stride)
+        _, edge = self.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)
+        if edge is not None:  # the few patches over the border, again with zeros outside the map
+            rows, inside = edge
+            border = _tile_conv(layer, tf.gather(patches, rows) * tf.cast(inside, patches.dtype), stride)
+            y = tf.tensor_scatter_nd_update(y, rows[:, None], border)
+        return self.scatter(y)
+
+    # --- strips: each row's runs of computed pixels, with the kernel's halo -----------------------
+
+    def strips(self, stride):
+        """The strip sequence of a 3×3 conv of ``stride`` (built once per stride).
+
+        Every computed pixel with its right neighbour (and, for stride 1, its left one), in raster
+        order, columns ``-1`` and ``width`` included: a run of ``L`` computed pixels is ``L + 2``
+        consecutive elements (``L + 1`` for stride 2), so one ``VALID`` convolution over the
+        elements' input columns, laid end to end, gives every computed pixel its exact output.
+        Outputs centred on halo elements mix two runs: they land on pixels that are not computed
+        (the blend ignores them) or, off the map, on a trash row. Three trailing dummy elements
+        keep the convolution defined when nothing is computed.
+
+        Returns:
+            dict: ``batch``, ``row``, ``col`` ``(M,)`` of the elements, ``centre`` ``(M, 1)`` flat
+            output index (trash: ``batch · h · w``), ``share`` (``M / (batch · h · w)``).
+        """
+        import tensorflow as tf
+
+        if stride not in self._strips:
+            active = tf.pad(self.mask[..., 0] > 0, [[0, 0], [0, 0], [1, 1]])  # column c at c + 1
+            after = tf.pad(active[:, :, :-1], [[0, 0], [0, 0], [1, 0]])  # the element after a computed pixel
+            elements = tf.logical_or(active, after)
+            if stride == 1:
+                elements = tf.logical_or(elements, tf.pad(active[:, :, 1:], [[0, 0], [0, 0], [0, 1]]))
+            index = tf.cast(tf.where(elements), tf.int32)
+            dummy = tf.constant([[0, -8, -8]] * 3, tf.int32)  # off the map on every side
+            index = tf.concat([index, dummy], 0)
+            batch, row, col = index[:, 0], index[:, 1], index[:, 2] - 1
+            area = self.height * self.width
+            total = self.batch_size * area
+            inside = (row >= 0) & (col >= 0) & (col < self.width)
+            centre = tf.where(inside, batch * area + row * self.width + col, total)
+            count = tf.shape(index)[0] - 3
+            self._strips[stride] = dict(batch=batch, row=row, col=col, centre=centre[:, None], inputs={},
+                                        share=tf.cast(count, tf.float32) / tf.cast(total, tf.float32))
+        return self._strips[stride]
+
+    def _strip_input(self, strips, in_height, in_width, stride, pad):
+        """Flat input indices ``(3, M·s)`` (``s``: stride) of the strip elements, clipped, and the in-map flags."""
+        import tensorflow as tf
+
+        key = (in_height, in_width, pad)
+        if key not in strips["inputs"]:
+            rows = strips["row"][None, :] * stride - pad + tf.range(3, dtype=tf.int32)[:, None]  # (3, M)
+            # stride 1: an element is its own column (output j is centred on element j + 1); stride 2: an
+            # element is the two columns left of and under its output pixel (output j is element j's)
+            first = strips["col"] * stride - (pad if stride > 1 else 0)
+            cols = first[:, None] + tf.range(stride, dtype=tf.int32)[None, :]  # (M, s)
+            rows, cols = rows[:, :, None], cols[None]
+            valid = (rows >= 0) & (rows < in_height) & (cols >= 0) & (cols < in_width)
+            flat = (strips["batch"][None, :, None] * (in_height * in_width) + tf.clip_by_value(rows, 0, in_height - 1)
+                    * in_width + tf.clip_by_value(cols, 0, in_width - 1))
+            strips["inputs"][key] = (tf.reshape(flat, (3, -1)), tf.cast(tf.reshape(valid, (3, -1, 1)), tf.float32))
+        return strips["inputs"][key]
+
+    def strip_conv(self, layer, x, stride, pad):
+        """A 3×3 ``layer`` (pad 1, stride 1 or 2) on the strips (:meth:`strips`): gathers three input rows of
+        every element (two columns each for stride 2), convolves the ``(3, M·stride)`` strip once, and
+        scatters the outputs. Exact on the computed pixels; elsewhere finite and unused."""
+        import tensorflow as tf
+
+        strips = self.strips(stride)
+        self.scatter_shapes(int(layer.filters))
+        flat, valid = self._strip_input(strips, int(x.shape[1]), int(x.shape[2]), stride, pad)
+        rows = tf.gather(tf.reshape(x, (-1, int(x.shape[-1]))), flat) * tf.cast(valid, x.dtype)
+        y = tf.nn.conv2d(rows[None], layer.kernel, strides=(1, stride), padding="VALID")[0, 0]
+        if layer.use_bias:
+            y = y + layer.bias
+        centre = strips["centre"][1:-1] if stride == 1 else strips["centre"][:-1]
+        channels = int(layer.filters)
+        total = self.batch_size * (self.height * self.width)
+        out = tf.scatter_nd(centre, y, tf.stack([total + 1, channels]))[:total]  # the last row: trash
+        return tf.reshape(out, (-1, self.height, self.width, channels))
+
+    def pointwise_head(self, xs, conv, bn, classifier):
+        """HRNetV2's head ``classifier(relu(bn(conv(concat(x0, up(x1), …)))))`` at the plan's pixels only.
+
+        Every layer of the head works per pixel and the blend is the identity where ``m = 1``, so on
+        the computed pixels this is the dense simulation's result without concatenating and
+        upsampling whole maps (at 1/4 resolution the widest tensors of the network). Off the plan's
+        pixels the output is zero, and off the mask it is not the dense simulation's: the exit copies
+        the previous exit's prediction wherever the mask is 0.
+
+        Args:
+            xs: the branches, branch ``i`` at ``1 / 2**i`` of the first's resolution (the plan's).
+            conv, bn, classifier: the head's 1×1 ``MaskedConv2D``, its BatchNorm, the 1×1 classifier.
+        """
+        import tensorflow as tf
+
+        rows = [tf.gather(tf.reshape(xs[0], (-1, int(xs[0].shape[-1]))), self.centre_index[:, 0])]
+        rows += [_upsampled_rows(x, 2 ** i, self) for i, x in enumerate(xs) if i]
+        scale, offset = batch_norm_affine(bn)
+        features = tf.nn.relu(_pointwise(conv, tf.concat(rows, -1)) * scale + offset)
+        return self.scatter(_pointwise(classifier, features))
+
 
 def _tile_conv(layer, patches, stride):
     """The ``VALID`` convolution of a batch of tile patches; 1×1 tiles (single pixels) as one matmul."""
@@ -133,40 +307,9 @@ def _tile_conv(layer, patches, stride):
     return y + layer.bias if layer.use_bias else y
 
 
-def sparse_conv(layer, x, plan, stride, pad, dense_conv, dense_above=0.5):
-    """A ``MaskedConv2D`` computed on the active tiles of ``plan`` only: exact on the tiles, zero elsewhere.
-
-    Args:
-        layer: the ``MaskedConv2D``.
-        x: input map ``(batch, H, W, channels)``.
-        plan: :class:`TilePlan` at the conv's output resolution.
-        stride, pad: the conv's stride and symmetric padding.
-        dense_conv: callable ``() -> y`` computing the conv densely (the busy-resolution path).
-        dense_above: float. Above this share of active tiles the conv runs densely.
-    """
-    import tensorflow as tf
-
-    kernel = int(layer.kernel_size[0])
-    plan.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)  # built outside any tf.cond branch
-    plan.scatter_shapes(int(layer.filters))
-
-    def sparse():
-        patches = plan.gather_input(x, kernel, stride, pad)
-        y = _tile_conv(layer, patches, stride)
-        _, edge = plan.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)
-        if edge is not None:  # the few patches over the border, again with zeros outside the map
-            rows, inside = edge
-            border = _tile_conv(layer, tf.gather(patches, rows) * tf.cast(inside, patches.dtype), stride)
-            y = tf.tensor_scatter_nd_update(y, rows[:, None], border)
-        return plan.scatter(y)
-
-    return sparse() if dense_above >= 1.0 else tf.cond(plan.tile_share > dense_above, dense_conv, sparse)
-
-
-def sparse_masked_conv(layer, x, plan, stride, pad, dense_conv, dense_above=0.5):
-    """:func:`sparse_conv`, then the blend ``y·m + RBF(y·m)·(1 − m)``: the dense simulation's result."""
-    y = sparse_conv(layer, x, plan, stride, pad, dense_conv, dense_above)
-    return fused_rbf_interpolate(y, plan.mask, layer.rbf_lambda)
+def sparse_masked_conv(layer, x, plan, stride, pad):
+    """:meth:`TilePlan.conv`, then the blend ``y·m + RBF(y·m)·(1 − m)``: the dense simulation's result."""
+    return fused_rbf_interpolate(plan.conv(layer, x, stride, pad), plan.mask, layer.rbf_lambda)
 
 
 def _upsampled_rows(x, factor, plan):
@@ -195,27 +338,19 @@ def _upsampled_rows(x, factor, plan):
     return row(top, left, right) * (1.0 - down) + row(bottom, left, right) * down
 
 
-def sparse_pointwise_head(plan, xs, conv, bn, classifier):
-    """HRNetV2's head ``classifier(relu(bn(conv(concat(x0, up(x1), …)))))`` at the plan's pixels only.
+def dense_pointwise_head(xs, conv, bn, classifier):
+    """The same head on every pixel (unmasked): the sparse mode's dense choice for a busy final segment.
 
-    Every layer of the head works per pixel and the blend is the identity where ``m = 1``, so on
-    the computed pixels this is the dense simulation's result without concatenating and
-    upsampling whole maps (at 1/4 resolution the widest tensors of the network). Off the plan's
-    pixels the output is zero, and off the mask it is not the dense simulation's: the exit copies
-    the previous exit's prediction wherever the mask is 0.
-
-    Args:
-        plan: :class:`TilePlan` at the resolution of ``xs[0]``.
-        xs: the branches, branch ``i`` at ``1 / 2**i`` of the first's resolution.
-        conv, bn, classifier: the head's 1×1 ``MaskedConv2D``, its BatchNorm, the 1×1 classifier.
+    On the pixels the final exit computes it equals the dense simulation's head (every layer works
+    per pixel); elsewhere the exit copies the previous prediction.
     """
     import tensorflow as tf
 
-    rows = [tf.gather(tf.reshape(xs[0], (-1, int(xs[0].shape[-1]))), plan.centre_index[:, 0])]
-    rows += [_upsampled_rows(x, 2 ** i, plan) for i, x in enumerate(xs) if i]
+    height, width = int(xs[0].shape[1]), int(xs[0].shape[2])
+    maps = [xs[0]] + [tf.image.resize(x, (height, width), method="bilinear") for x in xs[1:]]
+    features = tf.concat(maps, -1)
     scale, offset = batch_norm_affine(bn)
-    features = tf.nn.relu(_pointwise(conv, tf.concat(rows, -1)) * scale + offset)
-    return plan.scatter(_pointwise(classifier, features))
+    return classifier(tf.nn.relu(conv(features) * scale + offset))
 
 
 def _pointwise(layer, rows):

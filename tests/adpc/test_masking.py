@@ -134,3 +134,22 @@ def test_bad_mode_and_exit_type(tiny_config):
         AnytimeHRNet(tiny_config, classes=11, tile=0)
     with pytest.raises(ValueError, match="dense_above"):
         AnytimeHRNet(tiny_config, classes=11, dense_above=1.5)
+
+
+def test_share_mask_computes_the_least_confident_share():
+    from keras_visrec.adpc.masking import share_mask
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(2, 6, 10, 4)).astype("float32") * 3
+    logits[0, :2] = [30.0, 0, 0, 0]  # saturated confidence 1.0: ties
+    mask = keras.ops.convert_to_numpy(share_mask(logits, 0.25))
+    assert mask.shape == (2, 6, 10) and set(np.unique(mask)) <= {0.0, 1.0}
+    assert mask.reshape(2, -1).sum(1).tolist() == [15, 15]  # exactly the share, ties and all
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    confidence = (probs / probs.sum(-1, keepdims=True)).max(-1)
+    for b in range(2):
+        assert confidence[b][mask[b] > 0].max() <= confidence[b][mask[b] == 0].min()
+    assert not mask[0, :2].any()  # the confident rows are kept
+    for bad in (0.0, 1.5, True):
+        with pytest.raises(ValueError, match="share"):
+            share_mask(logits, bad)

@@ -34,9 +34,8 @@ def test_sparse_conv_equals_dense_blend(kernel, stride, bias, tile):
     mask = _blobs(2, int(dense_y.shape[1]), int(dense_y.shape[2]), seed=tile)
     expected = keras.ops.convert_to_numpy(layer.blend(dense_y, mask))
     plan = TilePlan(keras.ops.convert_to_tensor(mask), tile)
-    for dense_above in (1.0, 0.0):  # always sparse; always the dense fallback
-        got = sparse_masked_conv(layer, x, plan, stride, pad, lambda: dense_conv(layer, x, stride, pad), dense_above)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, atol=1e-5)
+    got = sparse_masked_conv(layer, x, plan, stride, pad)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, atol=1e-5)
     assert 0.0 < float(plan.tile_share) < 1.0
 
 
@@ -45,7 +44,7 @@ def test_empty_mask_gives_zeros_without_work():
     layer = MaskedConv2D(4, 3, padding="same", use_bias=True, bias_initializer="ones")
     layer.build(x.shape)
     plan = TilePlan(keras.ops.zeros((1, 16, 16)), 4)
-    out = sparse_masked_conv(layer, x, plan, 1, 1, lambda: dense_conv(layer, x, 1, 1), 1.0)
+    out = sparse_masked_conv(layer, x, plan, 1, 1)
     assert int(plan.count) == 0
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), np.zeros((1, 16, 16, 4)))
 
@@ -88,3 +87,23 @@ def test_upsampled_rows_match_keras_bilinear(factor):
     expected = keras.ops.convert_to_numpy(keras.layers.UpSampling2D(factor, interpolation="bilinear")(x))
     got = keras.ops.convert_to_numpy(_upsampled_rows(keras.ops.convert_to_tensor(x), factor, plan))
     np.testing.assert_allclose(got, expected[mask > 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("fill", ["blobs", "empty", "full"])
+def test_strip_conv_is_exact_on_the_computed_pixels(stride, fill):
+    rng = np.random.default_rng(stride)
+    x = rng.normal(size=(2, 20, 18, 5)).astype("float32")
+    layer = MaskedConv2D(4, 3, strides=stride, padding="same" if stride == 1 else "valid", use_bias=True,
+                         bias_initializer="random_normal")
+    dense_y = keras.ops.convert_to_numpy(dense_conv(layer, x, stride, 1))
+    shape = dense_y.shape[:3]
+    mask = {"blobs": _blobs(*shape, seed=7), "empty": np.zeros(shape, "float32"), "full": np.ones(shape, "float32")}[fill]
+    if fill == "blobs":
+        mask[0, :, 0] = mask[0, :, -1] = 1.0  # runs touching both borders
+    plan = TilePlan(keras.ops.convert_to_tensor(mask), 1)
+    y = keras.ops.convert_to_numpy(plan.conv(layer, x, stride, 1, "strips"))
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y[mask > 0], dense_y[mask > 0], atol=1e-5)
+    share = float(plan.share("strips", stride))
+    assert share == 0.0 if fill == "empty" else share >= mask.mean()  # runs plus their halo

@@ -1,0 +1,54 @@
+"""``bench/adpc_masked.py`` refuses bad flags before building or timing anything."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+_BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "adpc_masked.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("adpc_masked_bench", _BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _parse(bench, monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["adpc_masked.py", *argv])
+    return bench._parse()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (("--scale", "paper", "--shares", "0,0.5"), "strictly between 0 and 1"),
+    (("--scale", "paper", "--shares", "0.5,1.0"), "strictly between 0 and 1"),
+    (("--scale", "paper", "--shares", "half"), "comma-separated numbers"),
+    (("--scale", "paper", "--operating-point", "0.3,0.6,0.2"), "non-increasing"),
+    (("--scale", "paper", "--operating-point", "0.8,0.6"), "three non-increasing"),
+    (("--scale", "paper", "--backbones", "w99"), "--backbones"),
+    (("--scale", "paper", "--image-size", "1000x2000"), "multiples of 32"),
+    (("--scale", "paper", "--image-size", "big"), "HEIGHTxWIDTH"),
+    (("--scale", "paper", "--epochs", "3"), "digit-task flags with --scale paper: --epochs"),
+    (("--scale", "paper", "--accuracy-only"), "--accuracy-only"),
+    (("--repeats", "0",), "--repeats"),
+    (("--dense-above", "1.5"), "--dense-above"),
+    (("--mask-shares", "0.8,0,0.3"), "strictly between 0 and 1"),
+    (("--schedule", "poly", "--adpc-from", "base"), "needs --schedule step"),
+])
+def test_bad_flags_stop_before_any_work(bench, monkeypatch, capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        _parse(bench, monkeypatch, *argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_paper_defaults(bench, monkeypatch):
+    args = _parse(bench, monkeypatch, "--scale", "paper")
+    assert args.backbones == ("w48", "w18_small_v2") and args.image_size == (1024, 2048)
+    assert args.shares == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    assert args.operating_point == (0.82, 0.63, 0.38) and args.dense_above is None
+    digits = _parse(bench, monkeypatch, "--seed", "2")
+    assert digits.scale == "digits" and digits.seed == 2 and digits.size == 1024 and digits.epochs == 24
