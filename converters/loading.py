@@ -14,15 +14,9 @@ import logging
 import os
 
 from keras_visrec.converters import anytime
-<<<<<<< HEAD
 from keras_visrec.converters import upernet_keys
-from keras_visrec.converters.convnext_keys import assign_state_dict
-=======
 from keras_visrec.converters.cifar_keys import load_cifar_state_dict
-from keras_visrec.converters.convnext_keys import (
-    assign_state_dict, convert_state_dict, detect_layout, unwrap_state_dict,
-)
->>>>>>> reliab
+from keras_visrec.converters.convnext_keys import assign_state_dict
 from keras_visrec.converters.keras_applications import convert_keras_applications_h5
 from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
 
