@@ -11,7 +11,16 @@ per-layer-kind helpers below, each stating its transpose. Layouts (REFERENCES.md
 * ``timm`` — ``stem.{0,1}``, ``stages.s.downsample.{0,1}``, ``stages.s.blocks.b.{conv_dw, norm,
   mlp.fc1, mlp.fc2, mlp.grn, gamma}``, ``head.{norm, fc}`` (atto–nano: 1×1 conv MLP weights);
 * ``hf`` — transformers' ConvNext / ConvNextV2: ``[convnext.|convnextv2.]embeddings.*``,
-  ``encoder.stages.s.{downsampling_layer, layers.b.*}``, ``layernorm``, ``classifier``.
+  ``encoder.stages.s.{downsampling_layer, layers.b.*}``, ``layernorm``, ``classifier``;
+* ``torchvision`` — ``torchvision.models.convnext_*``: ``features.0.{0,1}`` stem,
+  ``features.{1,3,5,7}.b.{block.{0,2,3,5}, layer_scale}`` stages (``block`` = depthwise conv,
+  permute, LayerNorm, Linear, GELU, Linear, permute; ``layer_scale`` shaped ``(C, 1, 1)``; its
+  ``StochasticDepth`` holds no parameters), ``features.{2,4,6}.{0,1}`` downsampling,
+  ``classifier.{0,2}`` (LayerNorm2d, Linear);
+* ``mmpretrain`` — mmpretrain / mmcls ``ImageClassifier`` (usually inside ``state_dict``):
+  ``backbone.downsample_layers`` as official, ``backbone.stages.s.b.{depthwise_conv, norm,
+  pointwise_conv1, pointwise_conv2, gamma, grn.{gamma, beta}}``, ``backbone.norm3`` (after global
+  pooling), ``head.fc``.
 
 This module never imports a model builder: it maps keys onto a *given* Keras model.
 """
@@ -24,7 +33,6 @@ from keras_visrec.converters.pytorch_reader import Record
 
 __all__ = [
     "KeyMismatchError",
-    "load_convnext_checkpoint",
     "LAYOUTS",
     "assign_state_dict",
     "conv_kernel",
@@ -32,14 +40,16 @@ __all__ = [
     "depthwise_kernel",
     "detect_layout",
     "grn_vector",
+    "layer_scale_vector",
     "linear_kernel",
+    "load_convnext_checkpoint",
     "map_key",
     "unwrap_checkpoint",
     "unwrap_state_dict",
     "vector",
 ]
 
-LAYOUTS = ("official", "official_isotropic", "timm", "hf")
+LAYOUTS = ("official", "official_isotropic", "timm", "hf", "torchvision", "mmpretrain")
 _WRAPPERS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
 
 
@@ -76,8 +86,13 @@ def grn_vector(weight):
     return weight.reshape(-1)
 
 
+def layer_scale_vector(weight):
+    """Layer scale: official (C,) or torchvision (C, 1, 1) → Keras (C,)."""
+    return weight.reshape(-1)
+
+
 _KINDS = {"conv": conv_kernel, "depthwise": depthwise_kernel, "linear": linear_kernel,
-          "vector": vector, "grn": grn_vector}
+          "vector": vector, "grn": grn_vector, "layer_scale": layer_scale_vector}
 
 
 def _param(kind, which):
@@ -101,10 +116,18 @@ _BLOCK_PARTS = {
     "pwconv2": ("pointwise_conv_2", "linear"),
     "mlp.fc1": ("pointwise_conv_1", "linear"),
     "mlp.fc2": ("pointwise_conv_2", "linear"),
+    "depthwise_conv": ("depthwise_conv", "depthwise"),  # mmpretrain
+    "pointwise_conv1": ("pointwise_conv_1", "linear"),
+    "pointwise_conv2": ("pointwise_conv_2", "linear"),
+    "block.0": ("depthwise_conv", "depthwise"),  # torchvision's CNBlock.block Sequential
+    "block.2": ("layernorm", "norm"),
+    "block.3": ("pointwise_conv_1", "linear"),
+    "block.5": ("pointwise_conv_2", "linear"),
 }
-_BLOCK = re.compile(r"(?P<part>dwconv|conv_dw|norm|layernorm|pwconv1|pwconv2|mlp\.fc1|mlp\.fc2)\.(?P<w>weight|bias)")
+_BLOCK = re.compile(r"(?P<part>dwconv|conv_dw|norm|layernorm|pwconv1|pwconv2|mlp\.fc1|mlp\.fc2|depthwise_conv"
+                    r"|pointwise_conv1|pointwise_conv2|block\.[0235])\.(?P<w>weight|bias)")
 _GRN = re.compile(r"(?:mlp\.)?grn\.(?P<w>gamma|beta|weight|bias)")
-_SCALE = re.compile(r"gamma|layer_scale_parameter")
+_SCALE = re.compile(r"gamma|layer_scale_parameter|layer_scale")
 
 
 def _block_param(prefix, rest):
@@ -118,7 +141,7 @@ def _block_param(prefix, rest):
         slot = "gamma" if match["w"] in ("gamma", "weight") else "beta"
         return f"{prefix}_grn", slot, "grn"
     if _SCALE.fullmatch(rest):
-        return f"{prefix}_layer_scale", "gamma", "vector"
+        return f"{prefix}_layer_scale", "gamma", "layer_scale"
     return None
 
 
@@ -178,6 +201,29 @@ def _map_hf(key):
     return _map_head(key, {"layernorm": "norm", "classifier": "head"})
 
 
+def _map_torchvision(key):
+    if m := re.fullmatch(r"features\.0\.0\.(weight|bias)", key):
+        return _layer("stem_conv", "conv", m[1])
+    if m := re.fullmatch(r"features\.0\.1\.(weight|bias)", key):
+        return _layer("stem_layernorm", "norm", m[1])
+    if m := re.fullmatch(r"features\.([246])\.0\.(weight|bias)", key):
+        return _layer(f"downsampling_layernorm_{int(m[1]) // 2 - 1}", "norm", m[2])
+    if m := re.fullmatch(r"features\.([246])\.1\.(weight|bias)", key):
+        return _layer(f"downsampling_conv_{int(m[1]) // 2 - 1}", "conv", m[2])
+    if m := re.fullmatch(r"features\.([1357])\.(\d+)\.(.+)", key):
+        return _block_param(f"stage_{int(m[1]) // 2}_block_{m[2]}", m[3])
+    return _map_head(key, {"classifier.0": "norm", "classifier.2": "head"})
+
+
+def _map_mmpretrain(key):
+    if key.startswith("backbone."):
+        rest = key[len("backbone."):]
+        if rest.startswith(("downsample_layers.", "stages.")):
+            return _map_official(rest)
+        return _map_head(rest, {"norm3": "norm"})
+    return _map_head(key, {"head.fc": "head"})
+
+
 def _map_head(key, names):
     for upstream, role in names.items():
         if m := re.fullmatch(re.escape(upstream) + r"\.(weight|bias)", key):
@@ -188,7 +234,7 @@ def _map_head(key, names):
 
 
 _MAPPERS = {"official": _map_official, "official_isotropic": _map_official_isotropic,
-            "timm": _map_timm, "hf": _map_hf}
+            "timm": _map_timm, "hf": _map_hf, "torchvision": _map_torchvision, "mmpretrain": _map_mmpretrain}
 
 
 def map_key(key, layout):
@@ -262,6 +308,10 @@ def detect_layout(keys, *, source="checkpoint"):
         return "hf"
     if "downsample_layers.0.0.weight" in keys:
         return "official"
+    if "backbone.downsample_layers.0.0.weight" in keys and "head.fc.weight" in keys:
+        return "mmpretrain"
+    if "features.0.0.weight" in keys and re.search(r"^features\.1\.0\.block\.0\.weight$", joined, re.M):
+        return "torchvision"
     if "stem.0.weight" in keys and re.search(r"^stages\.\d+\.blocks\.", joined, re.M):
         return "timm"
     if "stem.weight" in keys and re.search(r"^blocks\.\d+\.", joined, re.M):

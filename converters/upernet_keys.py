@@ -294,7 +294,8 @@ def load_dense_convnext(model, state, *, include_top, source="checkpoint", stric
       summarised in ``left_out`` (by first key component) and named in ``ignored``;
     * a classification file into a model with output norms leaves the norms at their initial
       values (listed in ``initialised``), as the official dense-prediction code starts;
-    * every other file goes to the classification loader (``converters.loading``) unchanged.
+    * every other file (mmpretrain's ``backbone.*`` + ``head.fc`` classifiers included) goes to the
+      classification loader (:func:`~keras_visrec.converters.convnext_keys.load_convnext_checkpoint`).
     """
     checkpoint, metadata = state, checkpoint_metadata(state)
     state = unwrap_state_dict(state, prefer_ema=prefer_ema, source=source)
@@ -302,7 +303,7 @@ def load_dense_convnext(model, state, *, include_top, source="checkpoint", stric
     model_norms = sorted(s for s in suffixes if re.fullmatch(r"output_norm_\d", s))
     backbone, left_out = _split(state, "backbone.")
     key_prefix = "backbone." if backbone else ""
-    if not backbone:
+    if not backbone or ("head.fc.weight" in state and not model_norms):  # mmpretrain classifiers too
         if not model_norms:
             return load_convnext_checkpoint(model, checkpoint, include_top=include_top, source=source, strict=strict,
                                             layout=layout, prefer_ema=prefer_ema)

@@ -32,13 +32,14 @@ class ZooEntry:
     Attributes:
         id: str. ``{arch}.{tag}``.
         arch: str. Registry name of the architecture it loads into.
-        source: str. ``fb`` or ``keras``.
+        source: str. ``fb`` (Meta), ``keras`` (keras.applications), ``tv`` (torchvision), ``mmpretrain``…
         pretraining: str. Pretraining / fine-tuning recipe tag.
         resolution: int. Training / evaluation resolution.
         classes: int. Head size (1000, or 21841 for ImageNet-22k heads).
         url: str. Download address of the file.
         format: str. ``pth`` (a torch.save checkpoint) or ``keras_h5`` (keras.applications' h5).
-        layout: str. Key layout (``official``, ``official_isotropic``, ``keras_applications``).
+        layout: str. Key layout (``official``, ``official_isotropic``, ``torchvision``, ``mmpretrain``,
+            ``keras_applications``, ``mmseg`` …).
         sha256: str or None. Published checksum; None when upstream published none.
         sha256_source: str. Where the checksum comes from, or why there is none.
         top1: float or None. ImageNet-1k top-1 (%) reported upstream; None for 22k heads.
