@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Two pytest workers (pytest-xdist): CI has 2 cores and most tests are graph building, not math.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test bench models clean
+.PHONY: demo demo-seg test bench models clean
 
 $(VENV)/.demo-deps: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.test-deps: $(VENV)/.demo-deps
 
 demo: $(VENV)/.demo-deps
 	$(PY) -m keras_visrec demo
+
+# The dense-prediction demo: a small UperNet on digit canvases, end to end and offline.
+demo-seg: $(VENV)/.demo-deps
+	$(PY) -m keras_visrec seg-demo
 
 # pytest exits 5 when it collected no test: that is not a failure of the suite.
 test: $(VENV)/.test-deps

@@ -140,7 +140,7 @@ def _assert_label_range(labels, classes, ignore_label):
             return tf.identity(labels)
     try:
         values = ops.convert_to_numpy(labels)
-    except Exception:  # traced (JAX jit): the range check cannot run here; the NumPy path checks
+    except Exception:  # traced (JAX jit): no error can be raised here; update_state turns the metric NaN
         return labels
     check_labels(values, classes, ignore_label)
     return labels
@@ -178,9 +178,13 @@ class MeanIoU(keras.metrics.Metric):
         predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
         valid = ops.not_equal(labels, self.ignore_label)
         index = ops.where(valid, labels, 0) * self.classes + predicted
-        counts = ops.bincount(ops.reshape(index, (-1,)), weights=ops.reshape(ops.cast(valid, "float32"), (-1,)),
-                              minlength=self.classes * self.classes)
-        counts = ops.reshape(counts[: self.classes * self.classes], (self.classes, self.classes))
+        # segment_sum with a static segment count traces on every backend (JAX's bincount does not)
+        counts = ops.segment_sum(ops.reshape(ops.cast(valid, "float32"), (-1,)), ops.reshape(index, (-1,)),
+                                 num_segments=self.classes * self.classes)
+        counts = ops.reshape(counts, (self.classes, self.classes))
+        # where no error can be raised (a JAX-traced step), an out-of-range label makes the metric NaN
+        out_of_range = ops.logical_and(valid, ops.logical_or(labels < 0, labels >= self.classes))
+        counts = counts + ops.where(ops.any(out_of_range), float("nan"), 0.0)
         self.confusion.assign_add(ops.cast(counts, "float32"))
 
     def result(self):

@@ -31,7 +31,33 @@ def families():
         "hrnet": lambda **k: keras_visrec.HRNetV2(TINY_HRNET, classes=5, input_shape=(64, 64, 3), name="tiny_hrnet"),
         "resnet_cifar": lambda **k: keras_visrec.ResNet56CIFAR(classes=5, name="tiny_resnet"),
         "vgg_cifar": lambda **k: keras_visrec.cifar.CIFARVGG((8, "M", 16, "M", 16), classes=5, name="tiny_vgg"),
+        "upernet": lambda **k: keras_visrec.UperNet(backbone=dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32)), classes=5,
+                                                    input_shape=(32, 32, 3), channels=16, aux_channels=8,
+                                                    name="tiny_upernet", **k),
     }
+
+
+def _numpy(value):
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _outputs(model, x):
+    """name suffix -> output array (UperNet has logits and auxiliary logits)."""
+    result = model(x, training=False)
+    if isinstance(result, (list, tuple)):
+        return {f"_{i}": _numpy(r) for i, r in enumerate(result)}
+    return {"": _numpy(result)}
+
+
+def _fit_save_reload(model, x, y, workdir, tag):
+    """Two epochs of fit, then a .keras round trip; returns (losses, reload max |diff|)."""
+    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    path = os.path.join(workdir, f"{keras.backend.backend()}_{tag}.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    before, after = _outputs(model, x[:2] if not isinstance(x, dict) else x), _outputs(reloaded, x[:2])
+    return ([float(v) for v in history.history["loss"]],
+            max(float(np.abs(before[k] - after[k]).max()) for k in before))
 
 
 def main(workdir):
@@ -42,19 +68,28 @@ def main(workdir):
         model = build()
         model.load_weights(os.path.join(workdir, f"{name}.weights.h5"))
         x = data["hrnet"] if name == "hrnet" else data["image"]
-        outputs[name] = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
-    # training with stochastic depth, then .keras save and reload on this backend
-    model = families()["convnext"](drop_path_rate=0.3)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="sparse_categorical_crossentropy")
+        outputs.update({name + suffix: value for suffix, value in _outputs(model, x).items()})
+        if name == "vgg_cifar":  # the pruning surgery: L1-norm filter pruning picks the same filters
+            pruned, _ = keras_visrec.pruning.l1_prune(model, ratio=0.5)
+            outputs["vgg_cifar_l1_pruned"] = _numpy(pruned(x, training=False))
     rng = np.random.default_rng(0)
     x, y = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32"), rng.integers(0, 5, 8)
-    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
-    report["fit_loss"] = [float(v) for v in history.history["loss"]]
-    path = os.path.join(workdir, f"{backend}.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    report["reload_max_abs"] = float(np.abs(keras.ops.convert_to_numpy(reloaded(x, training=False))
-                                            - keras.ops.convert_to_numpy(model(x, training=False))).max())
+    # ConvNeXt with stochastic depth and the recipe's optimizer (AdamW + layer decay, warmup-cosine)
+    from keras_visrec.recipe.optim import convnext_adamw
+    from keras_visrec.recipe.schedule import WarmupCosine
+
+    model = families()["convnext"](drop_path_rate=0.3)
+    model.compile(optimizer=convnext_adamw(model, WarmupCosine(1e-3, total_steps=4, warmup_steps=1), layer_decay=0.8),
+                  loss="sparse_categorical_crossentropy")
+    report["fit_loss"], report["reload_max_abs"] = _fit_save_reload(model, x, y, workdir, "convnext")
+    # UperNet with the official segmentation recipe (aux loss 0.4, layer-decay AdamW, poly warmup)
+    from keras_visrec.segmentation.training import compile_segmenter
+
+    model = families()["upernet"](drop_path_rate=0.2)
+    compile_segmenter(model, total_steps=4, warmup_steps=1, learning_rate=1e-3)
+    masks = rng.integers(0, 5, (8, 32, 32)).astype("int32")
+    report["upernet_fit_loss"], report["upernet_reload_max_abs"] = _fit_save_reload(
+        model, x, (masks, masks), workdir, "upernet")
     # weights= from a PyTorch file and a .keras file, read without torch on any backend
     for key, path in (("pth", "official.pth"), ("keras", "tensorflow.keras")):
         if os.path.exists(os.path.join(workdir, path)):

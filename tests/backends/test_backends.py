@@ -1,5 +1,10 @@
 """The families run, train, save and reload on every Keras backend, with equal outputs for equal weights.
 
+Covered per backend: ConvNeXt V1 / V2 / isotropic, HRNet, the CIFAR nets and UperNet (outputs), the
+L1-norm surgery (the pruned outputs), fit with drop path under the recipe optimizer and schedules
+(ConvNeXt: layer-decay AdamW + warmup-cosine; UperNet: the segmentation recipe with its mIoU
+metric), `.keras` reload, and `weights=` from `.pth` and `.keras` files.
+
 The TensorFlow run (this process) writes each family's weights; ``backend_check.py`` then runs in a
 subprocess per backend with ``KERAS_BACKEND`` set (torch always — it is in the test environment;
 JAX when it is installed) and the outputs are compared to ≤ 1e-4.
@@ -45,7 +50,7 @@ def workdir(tmp_path_factory):
         model.save_weights(folder / f"{name}.weights.h5")
     model = check.families()["convnext"]()
     model.load_weights(folder / "convnext.weights.h5")
-    model.save(folder / "tensorflow.keras")
+    model.save(folder / "tensorflow.keras")  # weights= from a .keras file written by TensorFlow
     shutil.copy(os.path.join(HERE, os.pardir, "fixtures", "official_v1.pth"), folder / "official.pth")
     subprocess.run([sys.executable, os.path.join(HERE, "backend_check.py"), str(folder)], check=True,
                    env={**os.environ, "KERAS_BACKEND": "tensorflow"}, capture_output=True)
@@ -67,7 +72,8 @@ def test_every_family_matches_tensorflow_trains_and_reloads(workdir, backend):
         assert np.abs(other[name] - reference[name]).max() <= 1e-4 * scale, (backend, name)
     report = json.loads((workdir / f"{backend}.json").read_text())
     assert report["backend"] == backend
-    assert all(np.isfinite(report["fit_loss"])) and report["reload_max_abs"] <= 1e-5
+    for family in ("", "upernet_"):
+        assert all(np.isfinite(report[f"{family}fit_loss"])) and report[f"{family}reload_max_abs"] <= 1e-5, family
     assert not report["torch_imported_by_reader"]
 
 
