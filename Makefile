@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Two pytest workers (pytest-xdist): CI has 2 cores and most tests are graph building, not math.
-PYTEST_ARGS ?= -n 2
+# The 30 slowest tests are listed at the end, to keep the suite inside its 20-minute budget.
+PYTEST_ARGS ?= -n 2 --durations=30
 
 .PHONY: demo demo-seg test bench models clean
 
