@@ -21,7 +21,7 @@ from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
 
 __all__ = ["TORCH_SUFFIXES", "family_loaders", "load_checkpoint_into_model", "register_family_loader"]
 
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".pth.tar")
 
 _FAMILY_LOADERS = {}
 
@@ -47,14 +47,8 @@ def _load_convnext(model, state, *, include_top, source, strict=True, layout=Non
     return summary
 
 
-def _load_anytime(model, state, *, include_top, source, strict=True, **_):
-    report = anytime.convert_anytime_state_dict(state, model, strict=strict)
-    return {"layout": "anytime", "assigned": report["loaded"], "ignored": report["unused"],
-            "missing": report["missing"]}
-
-
 register_family_loader(("convnext", "convnext_v2", "convnext_isotropic"), _load_convnext)
-register_family_loader(("hrnet", "adpc"), _load_anytime)
+register_family_loader(("hrnet", "adpc"), anytime.family_loader)
 
 
 def load_checkpoint_into_model(model, path, *, include_top, family="convnext", layout=None, source_prefix=None,
