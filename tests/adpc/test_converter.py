@@ -6,7 +6,7 @@ real files in the official layouts (``final_state.pth`` with the loss wrapper's 
 import numpy as np
 import pytest
 
-from keras_visrec.adpc import AnytimeHRNet
+from keras_visrec.adpc import AnytimeHRNet, train_anytime
 from keras_visrec.converters.anytime import convert_anytime_state_dict, infer_anytime_config, load_anytime_checkpoint
 from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
 from keras_visrec.hrnet import HRNetV2
@@ -363,13 +363,14 @@ def test_training_checkpoint_tar_loads_and_reports_its_extras(tiny_config, tmp_p
     assert not report["unused"] and not report["missing"] and report["layout"] == "anytime"
 
 
-@pytest.mark.torch
-def test_imagenet_classifier_initialises_the_backbone_only(tiny_config, tmp_path):
+def _imagenet_file(tiny_config, tmp_path):
+    """``(torch, net, state, path)``: an HRNet-Image-Classification file (backbone of ``net`` plus the
+    classification head, official names and shapes) in the legacy format of the 2019 releases."""
     torch, net = _official(tiny_config, 5, 8, exits=False, masked=False)
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("last_layer")}
     rng = np.random.default_rng(1)
     widths = tiny_config["stages"][-1][2]
-    for i, c in enumerate(widths):  # HRNet-Image-Classification's head, official names and shapes
+    for i, c in enumerate(widths):
         planes = (32, 64, 128, 256)[i]
         state[f"incre_modules.{i}.0.conv1.weight"] = torch.from_numpy(rng.normal(size=(planes, c, 1, 1)).astype("f"))
         state[f"incre_modules.{i}.0.downsample.0.weight"] = torch.from_numpy(
@@ -378,8 +379,13 @@ def test_imagenet_classifier_initialises_the_backbone_only(tiny_config, tmp_path
     state["final_layer.0.weight"] = torch.zeros(2048, 1024, 1, 1)
     state["classifier.weight"], state["classifier.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
     path = tmp_path / "hrnetv2_tiny_imagenet_pretrained.pth"
-    torch.save(state, path, _use_new_zipfile_serialization=False)  # 2019 files are in the legacy format
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    return torch, net, state, path
 
+
+@pytest.mark.torch
+def test_imagenet_classifier_initialises_the_backbone_only(tiny_config, tmp_path):
+    torch, net, state, path = _imagenet_file(tiny_config, tmp_path)
     features = HRNetV2(tiny_config, include_top=False, weights=str(path), name="tiny")
     with torch.no_grad():
         *_, expected = net.backbone(_nchw(torch, _normalised(IMAGE)))
@@ -396,6 +402,23 @@ def test_imagenet_classifier_initialises_the_backbone_only(tiny_config, tmp_path
                                                                           report["not_in_checkpoint"])
     np.testing.assert_array_equal(np.asarray(anytime.network.get_layer("tiny_conv1").kernel),
                                   state["conv1.weight"].numpy().transpose(2, 3, 1, 0))
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_train_anytime_starts_from_the_imagenet_backbone(tiny_config, tmp_path):
+    import tensorflow as tf
+
+    _, _, state, path = _imagenet_file(tiny_config, tmp_path)
+    labels = np.zeros((2, 64, 64), "int32")
+    data = tf.data.Dataset.from_tensor_slices((np.repeat(IMAGE, 2, 0), labels)).batch(2)
+    # lr ~0: after one step the backbone is still the file's
+    trained, history = train_anytime(lambda: AnytimeHRNet(tiny_config, classes=19, exit_width=8, name="tiny",
+                                                          mode="none"),
+                                     data, weights=str(path), base_lr=1e-12, momentum=0.0, weight_decay=0.0, verbose=0)
+    np.testing.assert_allclose(np.asarray(trained.network.get_layer("tiny_conv1").kernel),
+                               state["conv1.weight"].numpy().transpose(2, 3, 1, 0), atol=1e-6)
+    assert np.isfinite(history.history["loss"][-1])
 
 
 @pytest.mark.torch
