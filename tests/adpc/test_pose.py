@@ -76,3 +76,36 @@ def test_pose_exits_predict_heatmaps_with_flip_and_count_flops(tiny_config):
     segmentation = AnytimeHRNet(tiny_config, classes=5, exit_width=8, name="ts")
     with pytest.raises(ValueError, match="pose"):
         evaluate_pose_exits(segmentation, data, progress=False)
+
+
+# branch 0 as wide as the others: the pose head is a 1×1 conv on it alone, so a narrower one (8)
+# leaves the final exit below exit 3 however long it trains
+POSE_CONFIG = dict(stem=16, layer1=(1, 8), stages=((1, (1, 1), (32, 32)), (1, (1, 1, 1), (32, 32, 32)),
+                                                   (1, (1, 1, 1, 1), (32, 32, 32, 32))))
+NUM_TRAIN, EPOCHS, THRESHOLD = 256, 16, 0.05
+
+
+@pytest.mark.slow
+def test_digit_keypoints_pckh_rises_exit_to_exit_and_pixels_are_skipped():
+    import keras
+    import tensorflow as tf
+
+    from keras_visrec.adpc import train_anytime
+
+    keras.utils.set_random_seed(0)
+    train, test = load_digit_keypoints(size=64, num_train=NUM_TRAIN, num_test=48, seed=0)
+    data = tf.data.Dataset.from_tensor_slices((train.images, train.heatmaps, train.target_weights)).shuffle(
+        NUM_TRAIN, seed=0).batch(16, drop_remainder=True)
+    model, _ = train_anytime(
+        lambda: AnytimeHRNet(POSE_CONFIG, classes=5, exit_width=16, exit_type="rh", task="pose", mode="none",
+                             bn_momentum=0.9),
+        data, epochs=EPOCHS, optimizer=keras.optimizers.Adam(5e-3), verbose=0)
+    plain = evaluate_pose_exits(model, test, mode="none", flip=False, progress=False)
+    assert all(a < b for a, b in zip(plain.pckh, plain.pckh[1:])), plain.table()
+    assert plain.pckh[3] > plain.pckh[0] + 15, plain.table()
+    # the heatmap rule: pixels where no joint's heatmap reaches the threshold are background, skipped
+    masked = evaluate_pose_exits(model, test, mode="sparse", threshold=THRESHOLD, flip=False, progress=False)
+    assert max(masked.computed) < 0.5, masked.table()
+    assert all(a <= b for a, b in zip(masked.pckh, masked.pckh[1:])), masked.table()
+    assert masked.pckh[3] > masked.pckh[0] + 10, masked.table()
+    assert masked.gflops[3] < 0.6 * plain.gflops[3], masked.table()
