@@ -190,13 +190,14 @@ def _label_folder(folder, limit):
     return np.stack(images), np.stack(labels)
 
 
-def _pose_data(args):
-    """``(train or None, test PoseSet)``."""
+def _pose_data(args, with_train=True):
+    """``(train or None, test PoseSet)``; the digit training canvases only ``with_train``."""
     if args.data == "digits":
         from keras_visrec.data.digit_keypoints import load_digit_keypoints
 
-        return load_digit_keypoints(size=args.image_size or 64, num_train=512, num_test=args.max_examples,
-                                    seed=args.seed)
+        train, test = load_digit_keypoints(size=args.image_size or 64, num_train=512 if with_train else 0,
+                                           num_test=args.max_examples, seed=args.seed)
+        return (train if with_train else None), test
     if os.path.isdir(args.data):
         from keras_visrec.data.mpii import PoseSet, load_mpii
 
@@ -242,7 +243,7 @@ def _run(args):
         task = loaded.task
     args.task = task
     if task == "pose":
-        train, test = _pose_data(args)
+        train, test = _pose_data(args, with_train=loaded is None and not args.weights and not _is_file(args.model))
         classes = test.heatmaps.shape[-1]
     else:
         train, (images, labels), classes = _segmentation_data(args)
