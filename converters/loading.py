@@ -22,7 +22,7 @@ from keras_visrec.converters.pytorch_reader import load_pytorch_checkpoint
 
 __all__ = ["TORCH_SUFFIXES", "family_loaders", "load_checkpoint_into_model", "register_family_loader"]
 
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".pth.tar")
 
 _FAMILY_LOADERS = {}
 _LOG = logging.getLogger("keras_visrec")
@@ -40,18 +40,12 @@ def family_loaders():
     return sorted(_FAMILY_LOADERS)
 
 
-def _load_anytime(model, state, *, include_top, source, strict=True, **_):
-    report = anytime.convert_anytime_state_dict(state, model, strict=strict)
-    return {"layout": "anytime", "assigned": report["loaded"], "ignored": report["unused"],
-            "missing": report["missing"]}
-
-
 # The ConvNeXt families go through the dense-prediction loader, which hands classification files
 # on to load_convnext_checkpoint and reads mmseg / mmdet backbones and output norms itself.
 register_family_loader(upernet_keys.CONVNEXT_FAMILIES, upernet_keys.load_dense_convnext)
 register_family_loader("upernet", upernet_keys.load_upernet)
 register_family_loader("fpn", upernet_keys.load_fpn)
-register_family_loader(("hrnet", "adpc"), _load_anytime)
+register_family_loader(("hrnet", "adpc"), anytime.family_loader)
 register_family_loader("cifar", load_cifar_state_dict)
 
 

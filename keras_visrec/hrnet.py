@@ -1,5 +1,5 @@
-"""HRNetV2 for semantic segmentation (Wang et al., "Deep High-Resolution Representation Learning
-for Visual Recognition", TPAMI 2020, https://arxiv.org/abs/1908.07919).
+"""HRNetV2 for semantic segmentation and its pose form (Wang et al., "Deep High-Resolution
+Representation Learning for Visual Recognition", TPAMI 2020, https://arxiv.org/abs/1908.07919).
 
 A stem (two stride-2 3×3 convs) → ``layer1`` (bottleneck blocks at 1/4 resolution) → stages 2–4,
 each a transition that opens one lower-resolution branch and a stack of multi-resolution modules
@@ -21,7 +21,11 @@ hook may also take over a conv with what follows it (``conv_bn``) and the whole 
 
 import keras
 
+from keras_visrec.arguments import (model_inputs, validate_classes, validate_classifier_activation, validate_input_shape,
+                                    validate_name)
+from keras_visrec.layers.preprocessing import ImageNetNormalization
 from keras_visrec.registry import register_model
+from keras_visrec.weights import load_weights, resolve_weights, validate_weights_argument
 
 __all__ = [
     "HRNET_CONFIGS",
@@ -31,9 +35,12 @@ __all__ = [
     "HRNetV2W18SmallV2",
     "HRNetV2W32",
     "HRNetV2W48",
+    "check_weights",
     "hrnet_backbone",
     "exit_input",
+    "pose_head",
     "seg_head",
+    "validate_config",
 ]
 
 BN_EPSILON = 1e-5
@@ -82,15 +89,29 @@ class HRNetOps:
         conv_class: the Conv2D class created for new convolutions (ADP-C passes its
             ``MaskedConv2D`` for masked segments).
         bn_momentum: float. Keras BatchNormalization momentum. Defaults to `0.99` (PyTorch's 0.01).
+        fuse_interpolation: str. How the fuse upsamples lower branches: `"bilinear"` (segmentation)
+            or `"nearest"` (the pose network). Defaults to `"bilinear"`.
+        include_preprocessing: bool. Build mode: create the ``<prefix>_preprocessing`` layer
+            (:meth:`preprocess`). Run mode applies it whenever the model has it. Defaults to `False`.
     """
 
-    def __init__(self, prefix, layers=None, conv_hook=None, conv_class=None, bn_momentum=BN_MOMENTUM):
+    def __init__(self, prefix, layers=None, conv_hook=None, conv_class=None, bn_momentum=BN_MOMENTUM,
+                 fuse_interpolation="bilinear", include_preprocessing=False):
         self.prefix = prefix
         self.bn_momentum = bn_momentum
         self.building = layers is None
         self.layers = {} if layers is None else layers
         self.conv_hook = conv_hook
         self.conv_class = conv_class or keras.layers.Conv2D
+        self.fuse_interpolation = fuse_interpolation
+        self.include_preprocessing = include_preprocessing
+
+    def preprocess(self, x):
+        """0–255 RGB → ImageNet mean/std when the model has a ``preprocessing`` layer (else ``x``)."""
+        full = f"{self.prefix}_preprocessing"
+        if (self.include_preprocessing if self.building else full in self.layers):
+            return self.get("preprocessing", lambda n: ImageNetNormalization(name=n))(x)
+        return x
 
     def get(self, name, factory):
         full = f"{self.prefix}_{name}"
@@ -147,10 +168,10 @@ class HRNetOps:
     def concat(self, tensors, name):
         return self.get(name, lambda n: keras.layers.Concatenate(name=n))(list(tensors))
 
-    def upsample(self, x, factor, name):
+    def upsample(self, x, factor, name, interpolation="bilinear"):
         if factor == 1:
             return x
-        return self.get(name, lambda n: keras.layers.UpSampling2D(factor, interpolation="bilinear", name=n))(x)
+        return self.get(name, lambda n: keras.layers.UpSampling2D(factor, interpolation=interpolation, name=n))(x)
 
     def avg_pool(self, x, name):
         return self.get(name, lambda n: keras.layers.AveragePooling2D(2, name=n))(x)
@@ -173,7 +194,8 @@ def _basic(ops, x, name, planes):
 
 
 def stem_and_layer1(ops, x, config):
-    """Stem and ``layer1``: returns the one-branch list ``[x]`` at 1/4 resolution."""
+    """Preprocessing (when the model has it), stem and ``layer1``: the one-branch list ``[x]`` at 1/4."""
+    x = ops.preprocess(x)
     stem = config["stem"]
     x = ops.conv_bn(x, "conv1", "bn1", stem, 3, 2, relu="relu1")
     x = ops.conv_bn(x, "conv2", "bn2", stem, 3, 2, relu="relu2")
@@ -208,11 +230,12 @@ def transition(ops, xs, channels, index):
     return out
 
 
-def _fuse(ops, xs, name):
+def _fuse(ops, xs, name, rows=None):
+    """The fuse of a module: output ``i`` sums every branch resized to branch ``i`` (``rows`` outputs)."""
     widths = _channels(xs)
     n = len(xs)
     out = []
-    for i in range(n):
+    for i in range(n if rows is None else rows):
         terms = []
         for j in range(n):
             key = f"{name}_fuse_layers_{i}_{j}"
@@ -220,7 +243,7 @@ def _fuse(ops, xs, name):
                 terms.append(xs[j])
             elif j > i:
                 y = ops.conv_bn(xs[j], f"{key}_0", f"{key}_1", widths[i])
-                terms.append(ops.upsample(y, 2 ** (j - i), f"{key}_up"))
+                terms.append(ops.upsample(y, 2 ** (j - i), f"{key}_up", ops.fuse_interpolation))
             else:
                 y = xs[j]
                 for k in range(i - j):
@@ -232,8 +255,12 @@ def _fuse(ops, xs, name):
     return out
 
 
-def stage(ops, xs, stage_config, index):
-    """``stage{index}``: multi-resolution modules (parallel basic-block branches, then the fuse)."""
+def stage(ops, xs, stage_config, index, multi_scale_output=True):
+    """``stage{index}``: multi-resolution modules (parallel basic-block branches, then the fuse).
+
+    ``multi_scale_output=False`` (the pose network's stage 4) fuses the last module into the
+    highest-resolution branch only and returns that one branch.
+    """
     modules, blocks, widths = stage_config
     for m in range(modules):
         name = f"stage{index}_{m}"
@@ -242,17 +269,20 @@ def stage(ops, xs, stage_config, index):
             for k in range(blocks[b]):
                 x = _basic(ops, x, f"{name}_branches_{b}_{k}", widths[b])
             ys.append(x)
-        xs = _fuse(ops, ys, name)
+        xs = _fuse(ops, ys, name, rows=1 if not multi_scale_output and m == modules - 1 else None)
     return xs
 
 
-def hrnet_backbone(ops, x, config):
-    """Generator over the backbone: yields the branch list after layer1, stage2, stage3, stage4."""
+def hrnet_backbone(ops, x, config, multi_scale_output=True):
+    """Generator over the backbone: yields the branch list after layer1, stage2, stage3, stage4.
+
+    ``multi_scale_output=False``: stage 4 yields its highest-resolution branch only (pose).
+    """
     xs = stem_and_layer1(ops, x, config)
     yield xs
     for k, stage_config in enumerate(config["stages"]):
         xs = transition(ops, xs, stage_config[2], k + 1)
-        xs = stage(ops, xs, stage_config, k + 2)
+        xs = stage(ops, xs, stage_config, k + 2, multi_scale_output=multi_scale_output or k < 2)
         yield xs
 
 
@@ -283,30 +313,57 @@ def seg_head(ops, x, classes, name):
     return ops.conv(y, f"{name}_3", classes, bias=True)
 
 
-def _validate_input_shape(input_shape):
-    if input_shape is None:
-        return (None, None, 3)
-    shape = tuple(input_shape)
-    if len(shape) != 3 or shape[-1] != 3:
-        raise ValueError(f"`input_shape` must be (height, width, 3); received input_shape={input_shape!r}.")
-    for side in shape[:2]:
-        if side is not None and (not isinstance(side, int) or side % 32):
-            raise ValueError(f"`input_shape` height and width must be divisible by 32 (five stride-2 steps); "
-                             f"received input_shape={input_shape!r}.")
-    return shape
+def pose_head(ops, xs, joints, name="final_layer"):
+    """The pose HRNet head (``final_layer``): a 1×1 conv with bias on the highest-resolution branch."""
+    return ops.conv(xs[0], name, joints, bias=True)
 
 
-def HRNetV2(backbone="w48", *, classes=19, input_shape=None, input_tensor=None, weights=None, name=None):
+def check_weights(weights, *, arch, include_top, classes, backbone_arch=None):
+    """Validates ``weights=`` before building, as :func:`keras_visrec.weights.validate_weights_argument`
+    does, with two rules of this family.
+
+    * An ImageNet *classification* file (``task == "classification"``, HRNet-Image-Classification)
+      initialises the backbone only: its 1000-class head is never loaded, so ``classes`` is free.
+      ``backbone_arch`` names the HRNet whose ImageNet entries also fit ``arch`` (ADP-C models).
+    * A catalogue entry whose file is not a direct download (``fetch`` is set: Google Drive,
+      OneDrive) raises its fetch steps; the user then passes the downloaded file as ``weights=``.
+    """
+    kind, entry = resolve_weights(weights, arch=arch)
+    if kind != "zoo" or entry.arch not in (arch, backbone_arch):
+        return validate_weights_argument(weights, arch=arch, include_top=include_top, classes=classes)
+    if entry.fetch:
+        raise ValueError(f"Zoo weights {entry.id!r} are not a direct download: {entry.fetch}")
+    backbone_only = entry.task == "classification"
+    return validate_weights_argument(weights, arch=entry.arch, include_top=include_top and not backbone_only,
+                                     classes=classes)
+
+
+def _arch(backbone, name):
+    """The registry name of a named config (so ``weights=`` resolves under any ``name=``), else ``name``."""
+    return f"hrnetv2_{backbone}" if isinstance(backbone, str) else name
+
+
+def HRNetV2(backbone="w48", *, include_top=True, weights=None, input_tensor=None, input_shape=None, classes=19,
+            classifier_activation=None, include_preprocessing=True, name=None):
     """HRNetV2 segmentation network; logits at 1/4 of the input resolution.
 
     Args:
         backbone: str or dict. A key of ``HRNET_CONFIGS`` (`"w18_small_v2"`, `"w18"`, `"w32"`,
             `"w48"`) or a custom config dict of the same form. Defaults to `"w48"`.
-        classes: int. Number of classes. Defaults to `19` (Cityscapes).
-        input_shape: tuple. ``(height, width, 3)``, sides divisible by 32 or `None`.
+        include_top: bool. With the segmentation head (``last_layer``); `False` returns the four
+            branch features (strides 4, 8, 16, 32) as a list, also as ``model.pyramid_outputs``
+            ``{"P2": …, "P5": …}`` (keras-hub's convention). Defaults to `True`.
+        weights: `None` (random init), a zoo id (``keras_visrec.zoo.list_weights("hrnetv2_*")``) or
+            a local file: an official HRNet-Semantic-Segmentation / ADP-C ``.pth`` (read without
+            torch), an HRNet-Image-Classification ImageNet ``.pth`` (backbone by key match, its
+            classification head reported as skipped), ``.keras`` or ``.weights.h5``.
         input_tensor: optional Keras tensor to build on.
-        weights: `None` (random init); pretrained weights load through
-            ``keras_visrec.converters.anytime``.
+        input_shape: optional ``(height, width, 3)``, sides `None` or multiples of 32.
+        classes: int. Number of classes of the head. Defaults to `19` (Cityscapes).
+        classifier_activation: `None` (logits, what the losses take), a Keras activation name or a
+            callable applied to the logits. Defaults to `None`.
+        include_preprocessing: bool. The model maps 0–255 RGB to ImageNet mean/std itself, as the
+            official pipelines normalise their input. Defaults to `True`.
         name: str. Model name and layer-name prefix. Defaults to ``hrnetv2_<backbone>``.
 
     Examples:
@@ -318,29 +375,41 @@ def HRNetV2(backbone="w48", *, classes=19, input_shape=None, input_tensor=None, 
     (None, 16, 16, 11)
     """
     config = validate_config(backbone)
-    if not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"`classes` must be a positive integer; received classes={classes!r}.")
-    if weights is not None:
-        raise ValueError("`weights` must be None for HRNetV2; load official checkpoints with "
-                         f"keras_visrec.converters.anytime.load_anytime_checkpoint. Received weights={weights!r}.")
-    name = name or f"hrnetv2_{backbone if isinstance(backbone, str) else 'custom'}"
-    shape = _validate_input_shape(input_shape)
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape)
-    ops = HRNetOps(name)
+    name = validate_name(f"hrnetv2_{backbone if isinstance(backbone, str) else 'custom'}" if name is None else name)
+    classes = validate_classes(classes)
+    classifier_activation = validate_classifier_activation(classifier_activation)
+    arch = _arch(backbone, name)
+    check_weights(weights, arch=arch, include_top=include_top, classes=classes)
+    shape = validate_input_shape(input_shape, input_tensor=input_tensor, multiple=32, arch=arch)
+    inputs, sources = model_inputs(input_tensor, shape)
+    ops = HRNetOps(name, include_preprocessing=bool(include_preprocessing))
     xs = None
     for xs in hrnet_backbone(ops, inputs, config):
         pass
-    logits = branches_head(ops, xs, classes, "last_layer")
-    return keras.Model(inputs, logits, name=name)
+    if include_top:
+        outputs = branches_head(ops, xs, classes, "last_layer")
+        if classifier_activation is not None:
+            outputs = keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")(outputs)
+    else:
+        outputs = list(xs)
+    model = keras.Model(sources, outputs, name=name)
+    if not include_top:
+        model.pyramid_outputs = {f"P{i + 2}": x for i, x in enumerate(xs)}
+    if weights is not None:
+        load_weights(model, weights, arch=arch, include_top=include_top, classes=classes, family="hrnet")
+    return model
 
 
 def _variant(key, doc_name):
-    def builder(*, classes=19, input_shape=None, input_tensor=None, weights=None, name=None):
-        return HRNetV2(key, classes=classes, input_shape=input_shape, input_tensor=input_tensor,
-                       weights=weights, name=name or f"hrnetv2_{key}")
+    def builder(include_top=True, weights=None, *, input_tensor=None, input_shape=None, classes=19,
+                classifier_activation=None, include_preprocessing=True, name=None):
+        return HRNetV2(key, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                       input_shape=input_shape, classes=classes, classifier_activation=classifier_activation,
+                       include_preprocessing=include_preprocessing, name=f"hrnetv2_{key}" if name is None else name)
 
     builder.__name__ = builder.__qualname__ = doc_name
-    builder.__doc__ = f"HRNetV2-{key.upper()} segmentation network (see :func:`HRNetV2`)."
+    builder.__doc__ = (f"HRNetV2-{key.upper()} segmentation network; arguments as :func:`HRNetV2` "
+                       f"(registry name ``hrnetv2_{key}``).")
     return builder
 
 

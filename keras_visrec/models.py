@@ -14,6 +14,7 @@ __all__ = ["FAMILY_MODULES", "get_model", "get_model_builder", "list_models", "m
 FAMILY_MODULES = (
     "keras_visrec.convnext",
     "keras_visrec.hrnet",
+    "keras_visrec.adpc.model",
     "keras_visrec.cifar",
     "keras_visrec.upernet",
 )

@@ -9,9 +9,10 @@ Accepted forms:
   ``"convnext_tiny.fb_in22k_ft_in1k_384"``; entries without a published hash need
   ``KERAS_VISREC_ALLOW_UNVERIFIED=1`` (or ``zoo.fetch_weights(id, allow_unverified=True)`` and
   the returned path);
-* a local file: ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` (official, timm or HF layout,
-  read without torch), ``.keras`` (weights copied by layer name, so a file saved with a head
-  also loads into ``include_top=False``) or ``.weights.h5`` (same architecture required);
+* a local file: ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` / ``.pth.tar`` (official, timm,
+  HF, torchvision or mmpretrain layout, read without torch), ``.keras`` (weights copied by layer
+  name, so a file saved with a head also loads into ``include_top=False``) or ``.weights.h5`` (same
+  architecture required);
 * a keras-hub-style preset directory (``keras_visrec.presets.save_preset``), copied by layer name.
 """
 
@@ -22,10 +23,10 @@ import keras
 __all__ = ["ACCEPTED_WEIGHTS", "copy_weights_by_name", "is_weights_file", "load_weights", "resolve_weights", "validate_weights_argument"]
 
 KERAS_SUFFIXES = (".keras", ".weights.h5")
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".pth.tar")
 ACCEPTED_WEIGHTS = (
     'None, "imagenet", a zoo id (keras_visrec.zoo.list_weights()), or a local '
-    ".pth / .pt / .bin / .safetensors / .keras / .weights.h5 file, or a preset directory"
+    ".pth / .pt / .bin / .safetensors / .pth.tar / .keras / .weights.h5 file, or a preset directory"
 )
 
 

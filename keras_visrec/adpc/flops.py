@@ -17,7 +17,7 @@ __all__ = ["ExitFlops", "exit_flops", "segment_of", "GIGA"]
 GIGA = 1024 ** 3  # the paper's "GFLOPs" divide by 1024³
 _SEGMENTS = {"conv1": 1, "bn1": 1, "conv2": 1, "bn2": 1, "relu1": 1, "relu2": 1, "layer1": 1, "exit1": 1,
              "transition1": 2, "stage2": 2, "exit2": 2, "transition2": 3, "stage3": 3, "exit3": 3,
-             "transition3": 4, "stage4": 4, "last": 4}
+             "transition3": 4, "stage4": 4, "last": 4, "final": 4}  # last_layer (segmentation), final_layer (pose)
 _RBF_TAPS = 49
 
 

@@ -50,9 +50,10 @@ def load_digits_images(size=32, channels=3, test_fraction=0.25, seed=0):
 
 
 def _resize_bilinear(images, size):
-    """Bilinear resize of a (N, h, w) stack with half-pixel centres, in numpy."""
+    """Bilinear resize of a (N, h, w) stack to ``size`` (a side or ``(height, width)``), half-pixel centres."""
     n, h, w = images.shape
-    if (h, w) == (size, size):
+    height, width = (size, size) if isinstance(size, (int, np.integer)) else size
+    if (h, w) == (height, width):
         return images.copy()
 
     def axis_weights(src, dst):
@@ -66,5 +67,5 @@ def _resize_bilinear(images, size):
         matrix[np.arange(dst), hi] += frac
         return matrix
 
-    rows, cols = axis_weights(h, size), axis_weights(w, size)
+    rows, cols = axis_weights(h, height), axis_weights(w, width)
     return np.einsum("yh,nhw,xw->nyx", rows, images, cols).astype("float32")

@@ -6,6 +6,6 @@ TINY = dict(stem=16, layer1=(1, 8), stages=((1, (1, 1), (8, 16)), (1, (1, 1, 1),
                                           (1, (1, 1, 1, 1), (8, 16, 32, 64))))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     return TINY

@@ -26,3 +26,22 @@ def test_adpc_eval_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and plot.exists()
     assert "mode=none" in out and "mode=sparse" in out
+
+
+def test_adpc_eval_pose_from_a_saved_model(tmp_path, capsys, tiny_config):
+    from keras_visrec.adpc import AnytimeHRNet
+    from keras_visrec.cli import main
+
+    path = str(tmp_path / "pose.keras")
+    AnytimeHRNet(tiny_config, classes=5, exit_width=8, task="pose", name="tp", threshold=0.05).save(path)
+    plot = tmp_path / "pckh.png"
+    code = main(["adpc-eval", path, "--task", "pose", "--data", "digits", "--max-examples", "4", "--modes", "none,dense",
+                 "--no-flip", "--output", str(plot), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0 and plot.read_bytes()[:4] == b"\x89PNG"
+    assert "PCKh@0.5" in captured.out and "mode=dense" in captured.out and "flip=False" in captured.out
+    with pytest.raises(SystemExit, match="is a pose model"):  # a pose model evaluated as segmentation
+        main(["adpc-eval", path, "--task", "segmentation", "--max-examples", "2", "--modes", "none", "--quiet"])
+    main(["adpc-eval", "--backbone", path, "--limit", "2", "--modes", "none", "--no-flip", "--quiet"])
+    err = capsys.readouterr().err
+    assert "--backbone is deprecated" in err and "--limit is deprecated" in err and "--max-examples" in err

@@ -86,15 +86,57 @@ def test_layer_names_follow_official_module_paths(tiny_config):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(backbone="w99"), "backbone"),
-    (dict(input_shape=(100, 64, 3)), "divisible by 32"),
+    (dict(input_shape=(100, 64, 3)), "multiples of 32"),
+    (dict(input_shape=(64, 64, 1)), "3 channels"),
     (dict(classes=0), "classes"),
+    (dict(classes=2.0), "classes"),
+    (dict(classifier_activation="no_such_activation"), "classifier_activation"),
+    (dict(name=""), "name"),
+    (dict(weights="hrnet.onnx"), "weights"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         HRNetV2(**{"backbone": "w18_small_v2", **kwargs})
 
 
-def test_registered():
-    from keras_visrec.models import list_models
+def test_shared_arguments(tiny_config):
+    """The builder vocabulary of keras.applications: numpy classes, input_tensor, preprocessing, activation."""
+    import keras
 
-    assert {"hrnetv2_w18_small_v2", "hrnetv2_w48"} <= set(list_models(family="hrnet"))
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    model = HRNetV2(tiny_config, classes=np.int64(4), input_shape=(64, 64, 3), classifier_activation="softmax",
+                    name="tiny")
+    assert model.get_layer("tiny_preprocessing") is not None and model.output.shape == (None, 16, 16, 4)
+    np.testing.assert_allclose(np.asarray(model(x)).sum(-1), 1.0, rtol=1e-5)
+    raw = HRNetV2(tiny_config, classes=4, include_preprocessing=False, name="tiny")
+    raw.set_weights(model.get_weights())
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    logits = np.asarray(raw((x / 255.0 - mean) / std))
+    np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), np.asarray(model(x)), atol=1e-5)
+    tensor = keras.Input((64, 96, 3))
+    assert HRNetV2(tiny_config, input_tensor=tensor, name="t").output.shape == (None, 16, 24, 19)
+
+
+def test_headless_model_gives_the_branch_pyramid(tiny_config):
+    model = HRNetV2(tiny_config, include_top=False, input_shape=(64, 64, 3), name="tiny")
+    assert [tuple(o.shape) for o in model.outputs] == [(None, 16, 16, 8), (None, 8, 8, 16), (None, 4, 4, 32),
+                                                        (None, 2, 2, 64)]
+    assert {k: tuple(v.shape) for k, v in model.pyramid_outputs.items()} == {
+        "P2": (None, 16, 16, 8), "P3": (None, 8, 8, 16), "P4": (None, 4, 4, 32), "P5": (None, 2, 2, 64)}
+    assert not any("last_layer" in layer.name for layer in model.layers)
+
+
+def test_registered_and_reachable_by_name():
+    import keras_visrec
+
+    assert {"hrnetv2_w18_small_v2", "hrnetv2_w48"} <= set(keras_visrec.list_models(family="hrnet"))
+    assert set(keras_visrec.list_models(family="adpc")) == {
+        "adpc_hrnetv2_w18_small_v2", "adpc_hrnetv2_w18", "adpc_hrnetv2_w32", "adpc_hrnetv2_w48",
+        "adpc_pose_hrnetv2_w18_small_v2", "adpc_pose_hrnetv2_w32"}
+    model = keras_visrec.get_model("hrnetv2_w18_small_v2", classes=np.int32(3), input_shape=(64, 64, 3))
+    assert model.output.shape == (None, 16, 16, 3) and model.name == "hrnetv2_w18_small_v2"
+    pose = keras_visrec.get_model("adpc_pose_hrnetv2_w18_small_v2", input_shape=(64, 64, 3))
+    assert pose.task == "pose" and pose.classes == 16 and pose.name == "adpc_pose_hrnetv2_w18_small_v2"
+    assert [layer.name for layer in pose.network.layers if "final_layer" in layer.name] == [
+        "adpc_pose_hrnetv2_w18_small_v2_final_layer"]
+    assert keras_visrec.models.model_family("adpc_hrnetv2_w48") == "adpc"

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_visrec.adpc import AnytimeHRNet, ExitMeanIoU, MultiExitLoss, PolyLR, evaluate_exits, train_anytime
+from keras_visrec.adpc import (AnytimeHRNet, ExitMeanIoU, MultiExitLoss, PolyLR, compile_anytime, evaluate_exits,
+                               train_anytime)
 from keras_visrec.data.digit_segmentation import DIGIT_SEGMENTATION_CLASSES, load_digit_segmentation
 
 
@@ -56,6 +57,24 @@ def test_exit_miou_metric():
     metric.update_state(labels, logits)
     # class 0: hits 2, union 3; class 2: hits 0, union 1; class 1 absent
     assert abs(float(metric.result()) - (2 / 3 + 0) / 2) < 1e-6
+    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):  # label 7 is neither a class nor 255: never folded
+        metric.update_state(np.array([[[0, 7], [1, 255]]]), logits)
+    assert metric.exit_index == 1 and metric.num_classes == 3
+    assert ExitMeanIoU.from_config(metric.get_config()).get_config() == metric.get_config()
+
+
+def test_compile_anytime_honours_or_refuses_the_sgd_settings(tiny_config):
+    model = AnytimeHRNet(tiny_config, classes=5, exit_width=8, name="tiny")
+    compile_anytime(model, base_lr=0.1, power=2.0, momentum=0.5, weight_decay=1e-3, total_steps=10)
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.5
+    assert optimizer.weight_decay == pytest.approx(1e-3)
+    schedule = optimizer.learning_rate if isinstance(optimizer.learning_rate, PolyLR) else optimizer._learning_rate
+    assert float(schedule(5)) == pytest.approx(0.1 * 0.5 ** 2.0)
+    with pytest.raises(ValueError, match=r"\['base_lr', 'momentum'\] would be ignored"):
+        compile_anytime(model, optimizer=keras.optimizers.Adam(1e-3), base_lr=0.1, momentum=0.9)
+    compile_anytime(model, optimizer=keras.optimizers.Adam(1e-3))
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
 
 
 def test_digit_segmentation_labels_are_exact():
@@ -71,7 +90,7 @@ def test_digit_segmentation_labels_are_exact():
 
 
 def _dataset(x, y, batch):
-    return tf.data.Dataset.from_tensor_slices((x / 127.5 - 1.0, y)).shuffle(len(x), seed=0).batch(batch, drop_remainder=True)
+    return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(batch, drop_remainder=True)
 
 
 @pytest.mark.slow
@@ -91,9 +110,9 @@ def test_digit_task_accuracy_rises_exit_to_exit_and_masks(tiny_config):
     model, _ = train_anytime(
         lambda: AnytimeHRNet(tiny_config, classes=11, exit_type="ee", threshold=0.9, mode="none", bn_momentum=0.9),
         _dataset(x, y, 16), epochs=10, optimizer=keras.optimizers.Adam(5e-3), verbose=0)
-    plain = evaluate_exits(model, xt / 127.5 - 1.0, yt, mode="none", progress=False)
+    plain = evaluate_exits(model, xt, yt, mode="none", progress=False)
     assert plain.miou[3] > plain.miou[0] + 3.0, plain.table()
     assert plain.miou[2] > plain.miou[0], plain.table()
-    masked = evaluate_exits(model, xt / 127.5 - 1.0, yt, mode="sparse", progress=False)
+    masked = evaluate_exits(model, xt, yt, mode="sparse", progress=False)
     assert masked.computed[2] < 0.8, masked.table()  # most pixels skipped in stage 4
     assert masked.gflops[3] < plain.gflops[3]
