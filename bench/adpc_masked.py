@@ -164,7 +164,7 @@ def _data(args):
     per_canvas = (max(1, round(1 * density)), max(1, round(3 * density)))
     _, (xt, yt) = load_digit_segmentation(size=args.size, num_train=1, num_test=args.test, digit_sizes=DIGIT_SIZES,
                                           digits_per_canvas=per_canvas, seed=1)
-    return (x / 127.5 - 1.0).astype("float32"), y, (xt / 127.5 - 1.0).astype("float32"), yt
+    return x.astype("float32"), y, xt.astype("float32"), yt  # 0–255: the models normalise themselves
 
 
 def _models(args, x, y):
@@ -181,7 +181,7 @@ def _models(args, x, y):
         cls = _detached_copy_model(cls) if detach else cls
         model = cls(SMALL, classes=11, exit_width=32, threshold=args.threshold, mode=mode, tile=args.tile,
                     bn_momentum=0.9, name="bench_adpc")
-        model.dense_above = args.dense_above  # None: the measured rule (AnytimeHRNet's own check predates it)
+        model.dense_above = args.dense_above  # None: the measured rule
         model(x[:1])
         return model
 
@@ -483,7 +483,7 @@ def _paper_backbone(args, backbone, table):
     print(f"\n== {backbone} (RH exits, random weights), {height}x{width}, tile {args.tile}, batch 1 ==")
     if args.dense_above is None:
         _print_crossover_table(table, calibrate(model, (height, width, 3), table=table))
-    image = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, height, width, 3)).astype("float32"))
+    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, height, width, 3)).astype("float32"))
     first = _first_segment(model)
     _, (xs, logits) = _timed(first, image)
     inputs = {2: (xs, logits)}  # segment inputs: the unmasked features (their values do not change the work)

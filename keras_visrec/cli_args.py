@@ -79,7 +79,10 @@ def add_model(parser, *, help="a registry name (keras-visrec models), a zoo id o
     if default is None:
         parser.add_argument("model", help=help)
     else:
-        parser.add_argument("model", nargs="?", default=default, help=f"{help} (default: {default})")
+        # An absent optional positional would be written (as its default) after the options were
+        # read, overwriting a deprecated flag's value: the default comes from set_defaults instead.
+        parser.set_defaults(model=default)
+        parser.add_argument("model", nargs="?", default=argparse.SUPPRESS, help=f"{help} (default: {default})")
     if deprecated:
         add_deprecated(parser, *deprecated, dest="model", replacement="the positional MODEL")
 

@@ -4,9 +4,10 @@
 holds exactly this output, so the table cannot drift from the builders.
 """
 
+import fnmatch
 import gc
 
-__all__ = ["FAMILY_INPUT_SHAPES", "model_rows", "markdown_table", "register"]
+__all__ = ["FAMILY_INPUT_SHAPES", "MODEL_INPUT_SHAPES", "model_rows", "markdown_table", "register"]
 
 # Input resolution at which each family's MACs are reported (the papers' conventions).
 FAMILY_INPUT_SHAPES = {
@@ -15,8 +16,19 @@ FAMILY_INPUT_SHAPES = {
     "convnext_v2": (224, 224, 3),
     "cifar": (32, 32, 3),
     "hrnet": (1024, 2048, 3),
+    "adpc": (1024, 2048, 3),  # Cityscapes
+    "upernet": (512, 2048, 3),  # ADE20K, as the ConvNeXt paper reports FLOPs
 }
+# Models reported at another resolution than their family's.
+MODEL_INPUT_SHAPES = {"adpc_pose_*": (256, 256, 3)}  # MPII
 _DEFAULT_SHAPE = (224, 224, 3)
+
+
+def _input_shape(name, family):
+    for pattern, shape in MODEL_INPUT_SHAPES.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return shape
+    return FAMILY_INPUT_SHAPES.get(family, _DEFAULT_SHAPE)
 
 
 def model_rows(pattern="*"):
@@ -29,10 +41,11 @@ def model_rows(pattern="*"):
     rows = []
     for name in list_models(pattern):
         family = model_family(name)
-        shape = FAMILY_INPUT_SHAPES.get(family, _DEFAULT_SHAPE)
+        shape = _input_shape(name, family)
         model = get_model(name, input_shape=(None, None, shape[-1]) if family == "hrnet" else shape)
-        params = model.count_params()
-        gmacs = count_flops(model, input_shape=shape).total / 1e9
+        graph = getattr(model, "network", model)  # AnytimeHRNet's functional network (all exits, unmasked)
+        params = graph.count_params()
+        gmacs = count_flops(graph, input_shape=shape).total / 1e9
         rows.append((name, family, params, gmacs, shape))
         del model
         keras.backend.clear_session()

@@ -67,3 +67,16 @@ def test_tensorflow_start_up_noise_is_silenced_unless_verbose():
                            text=True, check=True)
     assert "convnext_atto" in quiet.stdout
     assert "absl" not in quiet.stderr and "cuda" not in quiet.stderr.lower() and "oneDNN" not in quiet.stderr
+
+
+def test_a_deprecated_flag_for_an_optional_positional_model_keeps_its_value(capsys):
+    import argparse
+
+    from keras_visrec.cli_args import add_model
+
+    parser = argparse.ArgumentParser()
+    add_model(parser, default="convnext_atto", deprecated=("--arch",))
+    assert parser.parse_args([]).model == "convnext_atto"
+    assert parser.parse_args(["convnext_tiny"]).model == "convnext_tiny"
+    assert parser.parse_args(["--arch", "convnext_nano"]).model == "convnext_nano"
+    assert "--arch is deprecated" in capsys.readouterr().err

@@ -430,7 +430,7 @@ def _probe(spec, rounds, clock=time.process_time):
     import tensorflow as tf
 
     from keras_visrec.adpc.layers import MaskedConv2D
-    from keras_visrec.adpc.sparse import TilePlan, dense_pointwise_head
+    from keras_visrec.adpc.sparse import TilePlan, dense_conv, dense_pointwise_head
 
     rng = np.random.default_rng(0)
     height, width, tile = spec["height"], spec["width"], spec["tile"]
@@ -439,8 +439,6 @@ def _probe(spec, rounds, clock=time.process_time):
              for s in PROBE_SHARES]
     ways = {way: [] for way in ways_of(_kind_of(spec))}
     if spec["kind"] == "conv":
-        from keras_visrec.adpc.masking import dense_conv
-
         stride, kernel, channels = spec["stride"], spec["kernel"], spec["in_channels"]
         pad = kernel // 2
         x = tf.constant(rng.normal(size=(1, height * stride, width * stride, channels)).astype("float32"))

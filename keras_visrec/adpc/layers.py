@@ -28,7 +28,8 @@ _NEG_SQUARED_OFFSETS = -np.arange(-RBF_RADIUS, RBF_RADIUS + 1, dtype="float32") 
 
 
 def _axis_weights(lam):
-    return ops.exp(ops.square(lam) * _NEG_SQUARED_OFFSETS)
+    # ops.multiply, not `*`: a NumPy right operand would turn a torch tensor that needs grad into NumPy
+    return ops.exp(ops.multiply(ops.square(lam), ops.convert_to_tensor(_NEG_SQUARED_OFFSETS)))
 
 
 def _kernel_total(weights):
@@ -143,7 +144,7 @@ def _band(weights, size):
     """The ``(size, size)`` matrix of the 7-tap filter ``weights`` with zero padding (banded Toeplitz)."""
     d = np.arange(size)[:, None] - np.arange(size)[None, :]
     inside = (np.abs(d) <= RBF_RADIUS).astype("float32")
-    return ops.take(weights, np.clip(d + RBF_RADIUS, 0, 2 * RBF_RADIUS)) * inside
+    return ops.multiply(ops.take(weights, np.clip(d + RBF_RADIUS, 0, 2 * RBF_RADIUS)), ops.convert_to_tensor(inside))
 
 
 def _smooth_matmul(kept, weights, scale, height, width, channels):

@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
-from keras_visrec.adpc.sparse import TilePlan, dense_pointwise_head, tile_side
+from keras_visrec.adpc.sparse import TilePlan, dense_conv, dense_pointwise_head, tile_side
 
 __all__ = ["MASK_MODES", "DenseSimulation", "MaskHook", "SparseExecutor", "confidence_mask", "resize_mask", "share_mask"]
 
@@ -287,13 +287,6 @@ class SparseExecutor:
         (way,) = ways_of(kind)
         ways = {way: (lambda: self.plan.pointwise_head(xs, conv, bn, classifier), lambda: self.plan.centre_index)}
         return self._choose(kind, lambda: dense_pointwise_head(xs, conv, bn, classifier), ways)
-
-
-def dense_conv(layer, x, stride, pad):
-    """The layer applied to every pixel (explicit symmetric padding for strided convs)."""
-    if stride != 1 and pad:
-        x = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    return layer(x)
 
 
 def as_float(value):

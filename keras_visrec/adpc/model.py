@@ -137,8 +137,10 @@ class AnytimeHRNet(keras.Model):
             Defaults to `"dense"`.
         tile: int. Tile side of the sparse mode (`1`: single pixels with their halo, the fastest
             on confidence masks, which follow object edges). Defaults to `1`.
-        dense_above: float in [0, 1]. Sparse mode runs a conv densely when more than this share
-            of its tiles is active. Defaults to `0.5`.
+        dense_above: float in [0, 1] or `None`. Sparse mode runs a conv densely when more than this
+            share of its tiles is active; `None` decides per convolution kind from the measured
+            crossover (:mod:`keras_visrec.adpc.crossover`, probed once per machine and cached).
+            Defaults to `0.5`.
         input_shape: optional ``(height, width, 3)``, sides `None` or multiples of 32.
         bn_momentum: float. Keras BatchNormalization momentum. Defaults to `0.99` (the paper's
             PyTorch 0.01); short runs want less (e.g. 0.9) for usable moving statistics.
@@ -257,7 +259,7 @@ class AnytimeHRNet(keras.Model):
 
     @dense_above.setter
     def dense_above(self, value):
-        self._dense_above = validate_rate(value, "dense_above", high_inclusive=True)
+        self._dense_above = None if value is None else validate_rate(value, "dense_above", high_inclusive=True)
 
     @property
     def mask_fn(self):

@@ -31,10 +31,18 @@ The plan's indices are built lazily, once, inside the graph that uses them: a pl
 trace (build another for another ``tf.function``), or to eager mode.
 """
 
+from keras import ops
 
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
 
-__all__ = ["TilePlan", "dense_pointwise_head", "sparse_masked_conv", "tile_side"]
+__all__ = ["TilePlan", "dense_conv", "dense_pointwise_head", "sparse_masked_conv", "tile_side"]
+
+
+def dense_conv(layer, x, stride, pad):
+    """The layer applied to every pixel (explicit symmetric padding for strided convs)."""
+    if stride != 1 and pad:
+        x = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return layer(x)
 
 
 def tile_side(height, width, tile):

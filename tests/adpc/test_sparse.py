@@ -7,7 +7,7 @@ import pytest
 from keras_visrec.adpc import MaskedConv2D, rbf_interpolate
 from keras_visrec.adpc.layers import fused_rbf_interpolate
 from keras_visrec.adpc import layers as adpc_layers
-from keras_visrec.adpc.masking import dense_conv
+from keras_visrec.adpc.sparse import dense_conv
 from keras_visrec.adpc.sparse import TilePlan, _upsampled_rows, sparse_masked_conv, tile_side
 
 

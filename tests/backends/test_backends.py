@@ -1,6 +1,7 @@
 """The families run, train, save and reload on every Keras backend, with equal outputs for equal weights.
 
-Covered per backend: ConvNeXt V1 / V2 / isotropic, HRNet, the CIFAR nets and UperNet (outputs), the
+Covered per backend: ConvNeXt V1 / V2 / isotropic, HRNet, the CIFAR nets, UperNet and ADP-C (unmasked
+and dense-simulated masking) outputs, the
 L1-norm surgery (the pruned outputs), fit with drop path under the recipe optimizer and schedules
 (ConvNeXt: layer-decay AdamW + warmup-cosine; UperNet: the segmentation recipe with its mIoU
 metric), `.keras` reload, and `weights=` from `.pth` and `.keras` files.
@@ -42,6 +43,8 @@ def workdir(tmp_path_factory):
     check = _load_check()
     for name, build in check.families().items():
         model = build()
+        if name == "adpc":
+            model(np.zeros((1, 64, 64, 3), "float32"))  # a subclassed model: built by a call
         for variable in model.weights:  # every weight and BN statistic random, so nothing hides
             value = rng.normal(0, 0.2, variable.shape)
             if "moving_variance" in variable.path or "variance" in variable.name:
@@ -75,6 +78,11 @@ def test_every_family_matches_tensorflow_trains_and_reloads(workdir, backend):
     for family in ("", "upernet_"):
         assert all(np.isfinite(report[f"{family}fit_loss"])) and report[f"{family}reload_max_abs"] <= 1e-5, family
     assert not report["torch_imported_by_reader"]
+    # the masked exits computed part of the pixels on this backend as on TensorFlow
+    reference_report = json.loads((workdir / "tensorflow.json").read_text())
+    assert report["adpc_computed"] == pytest.approx(reference_report["adpc_computed"])
+    assert all(0.0 < share < 1.0 for share in report["adpc_computed"])
+    assert np.abs(reference["adpc_dense_exit_3"] - reference["adpc_none_exit_3"]).max() > 1e-3  # masking acted
 
 
 def test_import_keras_visrec_does_not_import_tensorflow_on_other_backends():
