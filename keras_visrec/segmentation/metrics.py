@@ -196,7 +196,7 @@ class MeanIoU(keras.metrics.Metric):
         return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        self.confusion.assign(ops.zeros(self.confusion.shape, "float32"))  # zeros_like(variable) fails on JAX
 
     def get_config(self):
         return {**super().get_config(), "classes": self.classes, "ignore_label": self.ignore_label,
