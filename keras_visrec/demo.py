@@ -36,7 +36,7 @@ def train_digits(model="convnext_atto", *, epochs=10, image_size=32, batch_size=
 
     from keras_visrec.data import load_digits_images
     from keras_visrec.models import get_model_builder
-    from keras_visrec.training import strategy_scope
+    from keras_visrec.training import build_optimizer, strategy_scope
 
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"`epochs` must be a positive integer; received epochs={epochs!r}.")
@@ -55,6 +55,7 @@ def train_digits(model="convnext_atto", *, epochs=10, image_size=32, batch_size=
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+        build_optimizer(net)
     history = net.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose,
                       validation_data=(x_test, y_test))
     _, accuracy = net.evaluate(x_test, y_test, batch_size=256, verbose=0)

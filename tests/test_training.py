@@ -69,3 +69,25 @@ def test_strategy_names_are_validated():
         resolve_strategy("tpu")
     with pytest.raises(ValueError, match="epochs"):
         train_digits(TINY, epochs=0)
+
+
+def test_build_optimizer_creates_the_slots_before_the_first_step():
+    from keras_visrec.adpc import AnytimeHRNet, compile_anytime
+    from keras_visrec.training import build_optimizer
+
+    model = TINY(input_shape=(32, 32, 3), classes=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    assert not model.optimizer.built
+    assert build_optimizer(model) is model and model.optimizer.built
+    slots = len(model.optimizer.variables)
+    assert slots == 2 * len(model.trainable_variables) + 2  # Adam's m and v per weight, iterations, learning rate
+    build_optimizer(model)  # already built: nothing is added
+    assert len(model.optimizer.variables) == slots
+    history = model.fit(np.random.rand(8, 32, 32, 3).astype("float32") * 255, np.arange(8) % 4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    uncompiled = TINY(input_shape=(32, 32, 3), classes=4, name="tiny_uncompiled")
+    assert build_optimizer(uncompiled) is uncompiled  # no optimizer yet: nothing to build
+    tiny = dict(stem=16, layer1=(1, 8), stages=((1, (1, 1), (8, 16)), (1, (1, 1, 1), (8, 16, 32)),
+                                              (1, (1, 1, 1, 1), (8, 16, 32, 64))))
+    anytime = compile_anytime(AnytimeHRNet(tiny, classes=3, exit_width=8, mode="none"), total_steps=4)
+    assert anytime.optimizer.built  # the family compile helpers build it

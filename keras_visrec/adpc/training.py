@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_visrec.segmentation.losses import pixel_cross_entropy
 from keras_visrec.segmentation.metrics import IGNORE_LABEL, MeanIoU
-from keras_visrec.training import strategy_scope
+from keras_visrec.training import build_optimizer, strategy_scope
 
 __all__ = ["ExitMeanIoU", "IGNORE_LABEL", "MultiExitHeatmapLoss", "MultiExitLoss", "PolyLR", "compile_anytime",
            "train_anytime"]
@@ -201,7 +201,7 @@ def compile_anytime(model, *, base_lr=None, total_steps=1000, power=None, moment
         loss = MultiExitLoss(weights, class_weights, ignore_label)
         metrics = [ExitMeanIoU(k, model.classes, ignore_label) for k in range(NUM_EXITS)]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-    return model
+    return build_optimizer(model)
 
 
 def train_anytime(build_model, dataset, *, epochs=1, steps_per_epoch=None, strategy=None, validation_data=None,

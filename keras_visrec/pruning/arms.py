@@ -24,7 +24,7 @@ import numpy as np
 
 from keras_visrec.flops import count_flops
 from keras_visrec.pruning.base import iter_layers
-from keras_visrec.training import resolve_strategy
+from keras_visrec.training import build_optimizer, resolve_strategy
 
 __all__ = ["ArmResult", "TrainConfig", "cifar_datasets", "fine_tune", "fine_tune_pruned", "make_dataset",
            "scratch_b_epochs", "scratch_model", "source_datasets", "train_baseline", "train_scratch"]
@@ -266,6 +266,7 @@ def _fit(model, train, test, *, strategy, epochs, schedule, momentum, arm, verbo
         model.compile(optimizer=optimizer,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=_outputs_logits(model)),
                       metrics=["accuracy"])
+        build_optimizer(model)
     history = model.fit(train, epochs=epochs, validation_data=test, verbose=verbose)
     loss, accuracy = model.evaluate(test, verbose=0)
     params = int(sum(np.prod(w.shape) for w in model.trainable_weights))

@@ -34,6 +34,7 @@ import numpy as np
 from keras_visrec.layers import PointwiseDense
 from keras_visrec.pruning.base import check_ratio, iter_layers, make_report, per_layer_ratio, renamed_arguments
 from keras_visrec.pruning.schedules import ConstantSparsity, PolynomialSparsity, SparsitySchedule
+from keras_visrec.training import build_optimizer
 
 __all__ = ["BACKENDS", "ConstantSparsity", "MagnitudeMask", "PolynomialSparsity", "SparsitySchedule",
            "UpdatePruningMasks", "export_sparse_tflite", "global_magnitude_sparsities", "magnitude_prune",
@@ -496,6 +497,7 @@ def magnitude_prune(model, train_data=None, *, ratio=0.5, schedule="polynomial",
             masked = prune_low_magnitude(model, schedules)
         masked.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=logits), metrics=["accuracy"])
+        build_optimizer(masked)
         masked.fit(fit_data, callbacks=[UpdatePruningMasks()], **fit_kwargs)
         pruned = strip_pruning(masked, name=name)
     return pruned, make_report("magnitude", model, pruned, ratio, unit="weights", layers=list(targets),

@@ -54,7 +54,7 @@ from keras_visrec.recipe.head import replace_head
 from keras_visrec.recipe.optim import _check_layer_decay, convnext_adamw
 from keras_visrec.recipe.schedule import WarmupCosine
 from keras_visrec.recipe.transforms import eval_transform
-from keras_visrec.training import resolve_strategy
+from keras_visrec.training import build_optimizer, resolve_strategy
 from keras_visrec.zoo.download import sha256_file
 
 __all__ = ["FinetuneResult", "MIXED_PRECISION_CHOICES", "build_model", "finetune", "model_fingerprint"]
@@ -539,7 +539,7 @@ def finetune(model, data, *, output_dir, val_data=None, weights=None, classes=No
             net.compile(optimizer=optimizer, loss=recipe_loss(label_smoothing, from_logits=_outputs_logits(net)),
                         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                                  keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5")])
-            net.optimizer.build(net.trainable_variables)
+            build_optimizer(net)
 
             identity = {"model_name": net.name, "fingerprint": model_fingerprint(net), "classes": num_classes,
                         "image_size": image_size, "recipe": recipe, "data": data_identity}

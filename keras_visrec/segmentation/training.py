@@ -30,7 +30,7 @@ from keras import ops
 from keras_visrec.recipe.optim import LayerDecayAdamW, no_weight_decay_variables
 from keras_visrec.segmentation.losses import SegmentationLoss
 from keras_visrec.segmentation.metrics import IGNORE_LABEL, MeanIoU
-from keras_visrec.training import strategy_scope
+from keras_visrec.training import build_optimizer, strategy_scope
 
 __all__ = [
     "AUX_LOSS_WEIGHT",
@@ -260,7 +260,7 @@ def compile_segmenter(model, *, total_steps, learning_rate=1e-4, warmup_steps=15
                       metrics=[[MeanIoU(classes, ignore_label)], []], **kwargs)
     else:
         model.compile(optimizer=optimizer, loss=losses[0], metrics=[MeanIoU(classes, ignore_label)], **kwargs)
-    return model
+    return build_optimizer(model)
 
 
 def segmentation_targets(dataset, model):
