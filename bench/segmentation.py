@@ -42,6 +42,11 @@ def _data(batch, size, classes=150, seed=0):
     return images, labels
 
 
+def _kinds(kinds, batch):
+    """The measurements a batch size allows: one image cannot train the PPM's BatchNorm."""
+    return [kind for kind in kinds if kind != "train" or batch >= 2]
+
+
 def _times(fn, repeats, warmup):
     for _ in range(warmup):
         fn()
@@ -244,7 +249,7 @@ def main():
     try:
         for round_index in range(args.rounds):
             for batch in batches:
-                for kind in kinds:
+                for kind in _kinds(kinds, batch):
                     warmup = args.warmup if round_index == 0 else 0
                     fn = ours[batch][0 if kind == "infer" else 1]
                     order = [("keras_visrec", lambda: _times(fn, args.repeats, warmup)),
@@ -256,7 +261,10 @@ def main():
         child.close()
     label = {"infer": "inference img/s", "train": "train steps/s"}
     for batch in batches:
-        for kind in kinds:
+        if "train" in kinds and batch < 2:
+            print(f"train batch {batch}: not timed (BatchNorm on the PPM's 1x1 pooled map needs >= 2 values per "
+                  "channel; torch raises, as mmseg's configs train 2+ images per device)")
+        for kind in _kinds(kinds, batch):
             rate = {}
             for name in ("keras_visrec", "transformers"):
                 seconds = times[(name, kind, batch)]
