@@ -461,14 +461,13 @@ CLOCK_NAMES = ("wall", "cpu")
 
 
 def _print_crossover_table(table, kinds):
-    print(f"crossover table ({len(kinds)} kinds; the share of active tiles up to which a kind gathers, "
-          f"probed on the {table.clock} clock):")
-    for kind, share in sorted(kinds.items()):
-        probe = table.probes.get(kind)
-        measured = "" if probe is None else (
-            f"   (dense {1000 * probe[1]:.2f} ms; sparse {1000 * probe[2][0]:.2f} / {1000 * probe[2][1]:.2f} ms "
-            f"at {probe[0][0]:.2f} / {probe[0][1]:.2f})")
-        print(f"  {kind}: {share:.2f}{measured}")
+    """One line per convolution kind: its dense time and, per sparse way, the share up to which it wins."""
+    print(f"crossover table ({len(kinds)} kinds; per sparse way the share of its work up to which it beats "
+          f"the dense convolution, from cost lines probed on the {table.clock} clock):")
+    for kind, costs in sorted(kinds.items()):
+        ways = "; ".join(f"{way} {costs.crossover(way):.2f} (fixed {1000 * costs.ways[way][0]:.2f} ms + "
+                         f"{1000 * costs.ways[way][1]:.2f} ms x share)" for way in sorted(costs.ways))
+        print(f"  {kind}: dense {1000 * costs.dense:.2f} ms; {ways or 'no sparse way'}")
 
 
 def _paper_backbone(args, backbone, table):

@@ -52,3 +52,14 @@ def test_paper_defaults(bench, monkeypatch):
     assert args.operating_point == (0.82, 0.63, 0.38) and args.dense_above is None
     digits = _parse(bench, monkeypatch, "--seed", "2")
     assert digits.scale == "digits" and digits.seed == 2 and digits.size == 1024 and digits.epochs == 24
+
+
+def test_crossover_table_prints_every_kind_and_way(bench, capsys):
+    from keras_visrec.adpc.crossover import CrossoverTable, KindCosts
+
+    kinds = {"conv k3 s1 16->16 64x128 t1": KindCosts(0.004, {"pixels": (0.001, 0.006), "strips": (0.0005, 0.004)}),
+             "head 16+32->19 64x128 t1": KindCosts(0.002, {})}
+    bench._print_crossover_table(CrossoverTable(probe=False), kinds)
+    out = capsys.readouterr().out
+    assert "2 kinds" in out and "conv k3 s1 16->16 64x128 t1: dense 4.00 ms" in out
+    assert "pixels 0.50" in out and "strips 0.88" in out and "no sparse way" in out
