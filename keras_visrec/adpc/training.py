@@ -15,6 +15,7 @@ inside its scope (``train_anytime`` does).
 import keras
 from keras import ops
 
+from keras_visrec.recipe.optim import PyTorchSGD
 from keras_visrec.segmentation.losses import pixel_cross_entropy
 from keras_visrec.segmentation.metrics import IGNORE_LABEL, MeanIoU
 from keras_visrec.training import build_optimizer, strategy_scope
@@ -164,7 +165,8 @@ class ExitMeanIoU(MeanIoU):
 
 def compile_anytime(model, *, base_lr=None, total_steps=1000, power=None, momentum=None, weight_decay=None,
                     exit_weights=None, class_weights=None, ignore_label=IGNORE_LABEL, optimizer=None, **kwargs):
-    """Compiles ``model`` with the paper's SGD + :class:`PolyLR`, the task's multi-exit loss and, for
+    """Compiles ``model`` with the paper's SGD (PyTorch's formula, :class:`~keras_visrec.recipe.optim.PyTorchSGD`:
+    the weight decay is L2 through the momentum) + :class:`PolyLR`, the task's multi-exit loss and, for
     segmentation, per-exit mIoU.
 
     Args:
@@ -188,8 +190,8 @@ def compile_anytime(model, *, base_lr=None, total_steps=1000, power=None, moment
                          f"configure them on the optimizer you pass, or leave `optimizer=None`.")
     if optimizer is None:
         sgd = {k: _SGD_DEFAULTS[k] if v is None else v for k, v in sgd.items()}
-        optimizer = keras.optimizers.SGD(PolyLR(sgd["base_lr"], total_steps, sgd["power"]),
-                                         momentum=sgd["momentum"], weight_decay=sgd["weight_decay"])
+        optimizer = PyTorchSGD(PolyLR(sgd["base_lr"], total_steps, sgd["power"]), momentum=sgd["momentum"],
+                               weight_decay=sgd["weight_decay"])
     weights = exit_weights or (1.0,) * NUM_EXITS
     kwargs.setdefault("jit_compile", False)
     if getattr(model, "task", "segmentation") == "pose":

@@ -22,7 +22,7 @@ _LAZY = {
     "EvalResult": "evaluate", "evaluate": "evaluate", "published_top1": "evaluate",
     "FinetuneResult": "finetune", "build_model": "finetune", "finetune": "finetune", "model_fingerprint": "finetune",
     "replace_head": "head",
-    "LayerDecayAdamW": "optim", "convnext_adamw": "optim", "convnext_layer_id": "optim",
+    "LayerDecayAdamW": "optim", "PyTorchSGD": "optim", "convnext_adamw": "optim", "convnext_layer_id": "optim",
     "convnext_num_layers": "optim", "layer_decay_scales": "optim", "no_weight_decay_variables": "optim",
     "WarmupCosine": "schedule",
     "EvalTransform": "transforms", "center_crop": "transforms", "decode_image": "transforms",

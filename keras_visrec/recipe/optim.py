@@ -33,6 +33,7 @@ from keras_visrec.layers import fused
 
 __all__ = [
     "LayerDecayAdamW",
+    "PyTorchSGD",
     "convnext_adamw",
     "convnext_layer_id",
     "convnext_num_layers",
@@ -197,6 +198,42 @@ class LayerDecayAdamW(keras.optimizers.AdamW):
 
     def get_config(self):
         return {**super().get_config(), "lr_scales": dict(self.lr_scales)}
+
+
+@keras.saving.register_keras_serializable(package="keras_visrec")
+class PyTorchSGD(keras.optimizers.SGD):
+    """SGD as ``torch.optim.SGD`` computes it, for the recipes written in PyTorch (ADP-C's poly SGD).
+
+    Two differences from ``keras.optimizers.SGD``: ``weight_decay`` is L2 added to the gradient
+    (``g + wd·θ``, so it runs through the momentum buffer, as PyTorch's ``weight_decay`` does;
+    Keras's is decoupled, ``θ −= lr·wd·θ``, about ten times weaker at momentum 0.9), and the buffer
+    holds gradients, ``b = μ·b + g``, with the current learning rate applied to it, ``θ −= lr·b``
+    (Keras scales each gradient by the rate of its step before adding it), which differs while the
+    rate decays. Nesterov: ``θ −= lr·(g + μ·b)``. Variables excluded with
+    ``exclude_from_weight_decay`` get no decay. The learning rate is evaluated once per step
+    (Keras's own decay evaluates the schedule once per variable).
+
+    Args: those of ``keras.optimizers.SGD`` (``learning_rate``, ``momentum``, ``nesterov``,
+        ``weight_decay`` …); dampening is PyTorch's default, 0.
+    """
+
+    def _apply_weight_decay(self, variables):
+        return  # coupled: added to the gradient in update_step
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        if self.weight_decay is not None and self._use_weight_decay(variable):
+            gradient = gradient + ops.cast(self.weight_decay, variable.dtype) * variable
+        if self.momentum == 0:
+            self.assign_sub(variable, gradient * learning_rate)
+            return
+        buffer = self.momentums[self._get_variable_index(variable)]
+        momentum = ops.cast(self.momentum, variable.dtype)
+        self.assign(buffer, buffer * momentum + gradient)
+        step = gradient + buffer * momentum if self.nesterov else buffer
+        self.assign_sub(variable, step * learning_rate)
 
 
 def convnext_adamw(model, learning_rate=5e-5, weight_decay=1e-8, layer_decay=0.8, *, beta_1=0.9,

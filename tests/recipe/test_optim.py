@@ -127,3 +127,39 @@ def test_warmup_cosine_values():
     np.testing.assert_allclose(values, [0.0, 0.5, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
     with pytest.raises(ValueError, match="warmup_steps"):
         WarmupCosine(1.0, total_steps=10, warmup_steps=10)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_pytorch_sgd_steps_as_torch_optim_sgd_does(nesterov):
+    """Coupled weight decay through the momentum and the rate applied to the buffer, under a decaying rate."""
+    import torch
+
+    from keras_visrec.adpc import PolyLR
+    from keras_visrec.recipe.optim import PyTorchSGD
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=(4,)).astype("float32")]
+    grads = [[rng.normal(size=w.shape).astype("float32") for w in start] for _ in range(5)]
+    schedule = PolyLR(0.1, 5, 0.9)
+    variables = [keras.Variable(w) for w in start]
+    optimizer = PyTorchSGD(schedule, momentum=0.9, nesterov=nesterov, weight_decay=5e-2)
+    optimizer.exclude_from_weight_decay(var_list=[variables[1]])
+    params = [torch.nn.Parameter(torch.tensor(w)) for w in start]
+    reference = torch.optim.SGD([{"params": params[:1], "weight_decay": 5e-2}, {"params": params[1:], "weight_decay": 0.0}],
+                                lr=0.1, momentum=0.9, nesterov=nesterov)
+    for step, g in enumerate(grads):
+        optimizer.apply([keras.ops.convert_to_tensor(v) for v in g], variables)
+        for group in reference.param_groups:
+            group["lr"] = float(schedule(step))
+        for p, v in zip(params, g):
+            p.grad = torch.tensor(v)
+        reference.step()
+    for ours, theirs in zip(variables, params):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours), theirs.detach().numpy(), rtol=1e-5, atol=1e-6)
+    plain = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=5e-2)  # Keras's decoupled decay differs
+    other = [keras.Variable(w) for w in start]
+    for g in grads:
+        plain.apply([keras.ops.convert_to_tensor(v) for v in g], other)
+    assert np.abs(keras.ops.convert_to_numpy(other[0]) - params[0].detach().numpy()).max() > 1e-3
+    restored = PyTorchSGD.from_config(optimizer.get_config())
+    assert isinstance(restored, PyTorchSGD) and restored.weight_decay == pytest.approx(5e-2)
