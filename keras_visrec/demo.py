@@ -36,6 +36,7 @@ def train_digits(model="convnext_atto", *, epochs=10, image_size=32, batch_size=
 
     from keras_visrec.data import load_digits_images
     from keras_visrec.models import get_model_builder
+    from keras_visrec.recipe.optim import convnext_adamw
     from keras_visrec.training import build_optimizer, strategy_scope
 
     if not isinstance(epochs, int) or epochs < 1:
@@ -50,8 +51,9 @@ def train_digits(model="convnext_atto", *, epochs=10, image_size=32, batch_size=
             0.0, decay_steps=max(1, (epochs - 1) * steps_per_epoch), warmup_target=learning_rate,
             warmup_steps=steps_per_epoch,
         )
+        # the recipe's AdamW: no decay on norms and biases; the schedule evaluated once per step
         net.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
+            optimizer=convnext_adamw(net, schedule, weight_decay=0.05, layer_decay=1.0),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
