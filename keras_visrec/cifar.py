@@ -58,7 +58,7 @@ import numpy as np
 
 from keras_visrec.arguments import (check_choice, model_inputs, validate_classes, validate_classifier_activation,
                                     validate_input_shape, validate_name, validate_pooling)
-from keras_visrec.layers import ImageNetNormalization
+from keras_visrec.layers import BatchNorm, ImageNetNormalization
 from keras_visrec.registry import register_model
 from keras_visrec.weights import load_weights, validate_weights_argument
 
@@ -209,8 +209,7 @@ def _conv(x, filters, kernel, name, strides=1):
 
 
 def _bn(name, gamma=1.0):
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name,
-                                           gamma_initializer=keras.initializers.Constant(gamma))
+    return BatchNorm(epsilon=1e-5, momentum=0.9, name=name, gamma_initializer=keras.initializers.Constant(gamma))
 
 
 def _pool(x, pooling, name):

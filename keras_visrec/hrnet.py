@@ -23,6 +23,7 @@ import keras
 
 from keras_visrec.arguments import (model_inputs, validate_classes, validate_classifier_activation, validate_input_shape,
                                     validate_name)
+from keras_visrec.layers.batch_norm import BatchNorm
 from keras_visrec.layers.preprocessing import ImageNetNormalization
 from keras_visrec.registry import register_model
 from keras_visrec.weights import load_weights, resolve_weights, validate_weights_argument
@@ -128,7 +129,7 @@ class HRNetOps:
         return self.get(name, lambda n: cls(filters, kernel, strides=stride, padding=padding, use_bias=bias, name=n))
 
     def _bn_layer(self, name):
-        return self.get(name, lambda n: keras.layers.BatchNormalization(
+        return self.get(name, lambda n: BatchNorm(
             epsilon=BN_EPSILON, momentum=self.bn_momentum, name=n))
 
     def conv(self, x, name, filters, kernel=1, stride=1, bias=False):

@@ -53,7 +53,7 @@ import numpy as np
 
 from keras_visrec.arguments import check_choice, validate_classes, validate_input_shape, validate_name, validate_rate
 from keras_visrec.convnext import CONVNEXT_CONFIGS, ConvNeXt
-from keras_visrec.layers import AdaptiveAveragePooling2D, Resize
+from keras_visrec.layers import AdaptiveAveragePooling2D, BatchNorm, Resize
 from keras_visrec.registry import register_model
 from keras_visrec.weights import load_weights, resolve_weights, validate_weights_argument
 
@@ -195,8 +195,8 @@ def _conv_bn_relu(x, filters, kernel_size, name, sync_batchnorm):
         filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv",
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
     )(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync_batchnorm,
-                                        name=f"{name}_bn")(x)
+    x = BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync_batchnorm,
+                  name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -162,3 +162,55 @@ def test_convnext_block_layer_matches_the_builders_flat_block(use_grn, layer_sca
     np.testing.assert_allclose(block(x), flat(x), rtol=1e-5, atol=1e-5)
     model, reloaded = _roundtrip(block, x)
     np.testing.assert_allclose(reloaded(x), model(x), rtol=1e-6)
+
+
+def _bn_training_step(layer, x, fused):
+    import tensorflow as tf
+
+    with kl.fused_training(fused):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(y * tf.cos(y))
+            return y, tape.gradient(loss, [x] + layer.trainable_weights)
+
+        y, grads = step(x)
+    return [y.numpy()] + [g.numpy() for g in grads] + [layer.moving_mean.numpy(), layer.moving_variance.numpy()]
+
+
+@pytest.mark.parametrize("options", [dict(momentum=0.9, epsilon=1e-5), dict(scale=False, center=False)])
+def test_batch_norm_fused_training_step_equals_keras(options):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 7, 5, 6)).astype("float32"))
+    fused, plain = kl.BatchNorm(**options), kl.BatchNorm(**options)
+    fused.build(x.shape)
+    plain.build(x.shape)
+    for a, b in zip(fused.weights, plain.weights):
+        value = rng.uniform(0.5, 1.5, a.shape).astype("float32")
+        a.assign(value)
+        b.assign(value)
+    ours, reference = _bn_training_step(fused, x, True), _bn_training_step(plain, x, False)
+    for a, b in zip(ours, reference):  # outputs, input and parameter gradients, both moving statistics
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+    assert not np.allclose(reference[-1], 1.0)  # the moving variance did move
+    graph = tf.function(lambda t: fused(t, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+    reloaded = keras.layers.deserialize(keras.layers.serialize(fused))
+    assert isinstance(reloaded, kl.BatchNorm) and isinstance(reloaded, keras.layers.BatchNormalization)
+
+
+def test_batch_norm_keeps_keras_path_where_fusing_does_not_apply():
+    import tensorflow as tf
+
+    x = tf.ones((2, 3, 4))
+    layer = kl.BatchNorm(axis=1)  # not channels-last rank 4: Keras's own code
+    graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" not in {op.type for op in graph.get_operations()}
+    image = tf.ones((1, 2, 2, 3))
+    layer = kl.BatchNorm()
+    inference = tf.function(lambda t: layer(t, training=False)).get_concrete_function(image).graph
+    assert "FusedBatchNormV3" not in {op.type for op in inference.get_operations()}

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 
 from keras_visrec.cifar import ChannelSelection, ShortcutA
-from keras_visrec.layers import (GELU, GRN, ConvNeXtBlock, ImageNetNormalization, LayerNorm, LayerScale,
+from keras_visrec.layers import (GELU, GRN, BatchNorm, ConvNeXtBlock, ImageNetNormalization, LayerNorm, LayerScale,
                                  PointwiseDense, StochasticDepth, gelu_tanh, gelu_tanh_cubic)
 
 __all__ = [
@@ -531,9 +531,9 @@ def _convnext_block(layer, inputs, context):
 
 # Layers whose own call converts to builtin TFLite ops as it is (keras.ops on TensorFlow): BN
 # (FusedBatchNorm, folded into the conv before it by the converter), pooling, padding, resizing,
-# merges, reshapes and keras_visrec's per-channel layers.
+# merges, reshapes and keras_visrec's per-channel layers (BatchNorm: its inference call is Keras's).
 @register_export_rule(
-    keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+    keras.layers.BatchNormalization, BatchNorm, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
     keras.layers.PReLU, keras.layers.Softmax,
     keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalMaxPooling2D,
     keras.layers.ZeroPadding2D, keras.layers.Cropping2D, keras.layers.UpSampling2D, keras.layers.Resizing,

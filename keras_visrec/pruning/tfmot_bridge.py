@@ -143,8 +143,8 @@ def _twin_layer(layer, tf_keras):
         if type(layer) is cls:
             return make(layer)
     name = type(layer).__name__
-    # PointwiseDense and LayerNorm compute their Keras base's function with its weights and config
-    for base in (keras.layers.Dense, keras.layers.LayerNormalization):
+    # PointwiseDense, LayerNorm and BatchNorm compute their Keras base's function with its weights and config
+    for base in (keras.layers.Dense, keras.layers.LayerNormalization, keras.layers.BatchNormalization):
         if isinstance(layer, base):
             name = base.__name__
     target = getattr(tf_keras.layers, name, None)
