@@ -68,7 +68,31 @@ def _fit_save_reload(model, x, y, workdir, tag):
             max(float(np.abs(before[k] - after[k]).max()) for k in before))
 
 
-def main(workdir):
+def _fit_families(report, workdir):
+    """ConvNeXt and UperNet through fit with the recipes' optimizers, then a .keras round trip."""
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32"), rng.integers(0, 5, 8)
+    # ConvNeXt with stochastic depth and the recipe's optimizer (AdamW + layer decay, warmup-cosine)
+    from keras_visrec.recipe.optim import convnext_adamw
+    from keras_visrec.recipe.schedule import WarmupCosine
+
+    model = families()["convnext"](drop_path_rate=0.3)
+    model.compile(optimizer=convnext_adamw(model, WarmupCosine(1e-3, total_steps=4, warmup_steps=1), layer_decay=0.8),
+                  loss="sparse_categorical_crossentropy")
+    report["fit_loss"], report["reload_max_abs"] = _fit_save_reload(model, x, y, workdir, "convnext")
+    # UperNet with the official segmentation recipe (aux loss 0.4, layer-decay AdamW, poly warmup)
+    from keras_visrec.segmentation.training import compile_segmenter
+
+    model = families()["upernet"](drop_path_rate=0.2)
+    compile_segmenter(model, total_steps=4, warmup_steps=1, learning_rate=1e-3)
+    masks = rng.integers(0, 5, (8, 32, 32)).astype("int32")
+    report["upernet_fit_loss"], report["upernet_reload_max_abs"] = _fit_save_reload(
+        model, x, (masks, masks), workdir, "upernet")
+
+
+def main(workdir, fit=True):
+    """Writes ``<backend>.npz`` (every output) and ``<backend>.json``; ``fit=False`` leaves out the training
+    runs (the TensorFlow reference: its ``fit`` is tested by the families' own tests)."""
     backend = keras.backend.backend()
     data = np.load(os.path.join(workdir, "inputs.npz"))
     outputs, report = {}, {"backend": backend}
@@ -88,24 +112,8 @@ def main(workdir):
         if name == "vgg_cifar":  # the pruning surgery: L1-norm filter pruning picks the same filters
             pruned, _ = keras_visrec.pruning.l1_prune(model, ratio=0.5)
             outputs["vgg_cifar_l1_pruned"] = _numpy(pruned(x, training=False))
-    rng = np.random.default_rng(0)
-    x, y = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32"), rng.integers(0, 5, 8)
-    # ConvNeXt with stochastic depth and the recipe's optimizer (AdamW + layer decay, warmup-cosine)
-    from keras_visrec.recipe.optim import convnext_adamw
-    from keras_visrec.recipe.schedule import WarmupCosine
-
-    model = families()["convnext"](drop_path_rate=0.3)
-    model.compile(optimizer=convnext_adamw(model, WarmupCosine(1e-3, total_steps=4, warmup_steps=1), layer_decay=0.8),
-                  loss="sparse_categorical_crossentropy")
-    report["fit_loss"], report["reload_max_abs"] = _fit_save_reload(model, x, y, workdir, "convnext")
-    # UperNet with the official segmentation recipe (aux loss 0.4, layer-decay AdamW, poly warmup)
-    from keras_visrec.segmentation.training import compile_segmenter
-
-    model = families()["upernet"](drop_path_rate=0.2)
-    compile_segmenter(model, total_steps=4, warmup_steps=1, learning_rate=1e-3)
-    masks = rng.integers(0, 5, (8, 32, 32)).astype("int32")
-    report["upernet_fit_loss"], report["upernet_reload_max_abs"] = _fit_save_reload(
-        model, x, (masks, masks), workdir, "upernet")
+    if fit:
+        _fit_families(report, workdir)
     # weights= from a PyTorch file and a .keras file, read without torch on any backend
     for key, path in (("pth", "official.pth"), ("keras", "tensorflow.keras")):
         if os.path.exists(os.path.join(workdir, path)):

@@ -6,7 +6,8 @@ L1-norm surgery (the pruned outputs), fit with drop path under the recipe optimi
 (ConvNeXt: layer-decay AdamW + warmup-cosine; UperNet: the segmentation recipe with its mIoU
 metric), `.keras` reload, and `weights=` from `.pth` and `.keras` files.
 
-The TensorFlow run (this process) writes each family's weights; ``backend_check.py`` then runs in a
+The TensorFlow run (this process) writes each family's weights and the reference outputs
+(``backend_check.main`` without its training runs); ``backend_check.py`` then runs in a
 subprocess per backend with ``KERAS_BACKEND`` set (torch always — it is in the test environment;
 JAX when it is installed) and the outputs are compared to ≤ 1e-4.
 """
@@ -55,8 +56,7 @@ def workdir(tmp_path_factory):
     model.load_weights(folder / "convnext.weights.h5")
     model.save(folder / "tensorflow.keras")  # weights= from a .keras file written by TensorFlow
     shutil.copy(os.path.join(HERE, os.pardir, "fixtures", "official_v1.pth"), folder / "official.pth")
-    subprocess.run([sys.executable, os.path.join(HERE, "backend_check.py"), str(folder)], check=True,
-                   env={**os.environ, "KERAS_BACKEND": "tensorflow"}, capture_output=True)
+    check.main(str(folder), fit=False)  # the TensorFlow reference, in this (TensorFlow) process
     keras.backend.clear_session()
     return folder
 
