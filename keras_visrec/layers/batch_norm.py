@@ -25,8 +25,8 @@ class BatchNorm(keras.layers.BatchNormalization):
     def _fuses(self, inputs, training, mask):
         rank = len(inputs.shape)
         return (mask is None and rank == 4 and self.axis in (-1, rank - 1) and not self.renorm
-                and not getattr(self, "synchronized", False) and bool(training) and self.trainable
-                and fused.fused_enabled(True, inputs.dtype))
+                and not getattr(self, "synchronized", False)
+                and fused.fused_enabled(training and self.trainable, inputs.dtype))
 
     def call(self, inputs, training=None, mask=None):
         if not self._fuses(inputs, training, mask):
