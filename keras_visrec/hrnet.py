@@ -24,6 +24,7 @@ import keras
 from keras_visrec.arguments import (model_inputs, validate_classes, validate_classifier_activation, validate_input_shape,
                                     validate_name)
 from keras_visrec.layers.batch_norm import BatchNorm
+from keras_visrec.layers.conv import Conv2D
 from keras_visrec.layers.preprocessing import ImageNetNormalization
 from keras_visrec.registry import register_model
 from keras_visrec.weights import load_weights, resolve_weights, validate_weights_argument
@@ -103,7 +104,7 @@ class HRNetOps:
         self.building = layers is None
         self.layers = {} if layers is None else layers
         self.conv_hook = conv_hook
-        self.conv_class = conv_class or keras.layers.Conv2D
+        self.conv_class = conv_class or Conv2D
         self.fuse_interpolation = fuse_interpolation
         self.include_preprocessing = include_preprocessing
 

@@ -53,7 +53,7 @@ import numpy as np
 
 from keras_visrec.arguments import check_choice, validate_classes, validate_input_shape, validate_name, validate_rate
 from keras_visrec.convnext import CONVNEXT_CONFIGS, ConvNeXt
-from keras_visrec.layers import AdaptiveAveragePooling2D, BatchNorm, Resize
+from keras_visrec.layers import AdaptiveAveragePooling2D, BatchNorm, Conv2D, Resize
 from keras_visrec.registry import register_model
 from keras_visrec.weights import load_weights, resolve_weights, validate_weights_argument
 
@@ -191,7 +191,7 @@ def _copy_backbone(source, source_prefix, target, target_prefix):
 
 def _conv_bn_relu(x, filters, kernel_size, name, sync_batchnorm):
     """mmcv's ``ConvModule`` with a norm: bias-free conv → BatchNorm → ReLU."""
-    x = keras.layers.Conv2D(
+    x = Conv2D(
         filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv",
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
     )(x)
@@ -204,7 +204,7 @@ def _classifier(x, classes, dropout, name):
     """mmseg's ``cls_seg``: Dropout2d → 1×1 conv; logits in float32 under mixed precision."""
     if dropout > 0:
         x = keras.layers.SpatialDropout2D(dropout, name=f"{name}_dropout")(x)
-    return keras.layers.Conv2D(classes, 1, name=f"{name}_classifier",
+    return Conv2D(classes, 1, name=f"{name}_classifier",
                                kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(x)
 
 
@@ -472,11 +472,11 @@ def FPN(
     inputs = keras.Input(shape=input_shape, name="image")
     features = _build_backbone(inputs, spec, name=name, include_preprocessing=include_preprocessing,
                                drop_path_rate=drop_path_rate, weights=backbone_weights)
-    laterals = [keras.layers.Conv2D(out_channels, 1, name=f"{name}_lateral_{i}")(f) for i, f in enumerate(features)]
+    laterals = [Conv2D(out_channels, 1, name=f"{name}_lateral_{i}")(f) for i, f in enumerate(features)]
     for i in range(len(laterals) - 1, 0, -1):
         up = Resize(interpolation="nearest", name=f"{name}_top_down_{i - 1}_resize")([laterals[i], laterals[i - 1]])
         laterals[i - 1] = keras.layers.Add(name=f"{name}_top_down_{i - 1}_add")([laterals[i - 1], up])
-    outs = [keras.layers.Conv2D(out_channels, 3, padding="same", name=f"{name}_fpn_{i}")(x)
+    outs = [Conv2D(out_channels, 3, padding="same", name=f"{name}_fpn_{i}")(x)
             for i, x in enumerate(laterals)]
     for k in range(num_outs - len(outs)):
         outs.append(keras.layers.MaxPooling2D(1, strides=2, name=f"{name}_extra_{k}_pool")(outs[-1]))

@@ -1,7 +1,5 @@
 """ConvNeXt builders: exact architectures, keras.applications semantics, bad input, names."""
 
-import os
-
 import keras
 import numpy as np
 import pytest

@@ -214,3 +214,57 @@ def test_batch_norm_keeps_keras_path_where_fusing_does_not_apply():
     layer = kl.BatchNorm()
     inference = tf.function(lambda t: layer(t, training=False)).get_concrete_function(image).graph
     assert "FusedBatchNormV3" not in {op.type for op in inference.get_operations()}
+
+
+@pytest.fixture
+def onednn_rewrites(monkeypatch):
+    """As in a process where ``import keras_visrec`` came first: TensorFlow rewrites convs to oneDNN."""
+    from keras_visrec.layers import conv
+
+    conv._onednn_on_cpu_only.cache_clear()
+    from tensorflow.python.util import _pywrap_util_port
+
+    monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: True)
+    yield
+    conv._onednn_on_cpu_only.cache_clear()
+
+
+@pytest.mark.parametrize("options", [dict(kernel_size=3, padding="same"), dict(kernel_size=3, strides=2),
+                                     dict(kernel_size=1, use_bias=False), dict(kernel_size=3, padding="same",
+                                                                               dilation_rate=2)])
+def test_conv2d_off_onednn_equals_keras_conv2d_forward_and_backward(onednn_rewrites, options):
+    import tensorflow as tf
+
+    from keras_visrec.layers.conv import tf_conv2d
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 9, 11, 5)).astype("float32"))
+    ours, plain = kl.Conv2D(7, **options), keras.layers.Conv2D(7, **options)
+    ours.build(x.shape)
+    plain.build(x.shape)
+    for a, b in zip(ours.weights, plain.weights):
+        value = rng.normal(size=a.shape).astype("float32")
+        a.assign(value)
+        b.assign(value)
+
+    def step(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        return [y.numpy()] + [g.numpy() for g in tape.gradient(loss, [x] + layer.trainable_weights)]
+
+    for a, b in zip(step(ours), step(plain)):  # output, input gradient, kernel (and bias) gradients
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+    graph = tf.function(lambda t: ours(t)).get_concrete_function(x).graph
+    generic = "dilation_rate" not in options  # dilated: Keras's Conv2D (no dilated CPU gradient kernels)
+    assert ("Conv" in {op.type for op in graph.get_operations()}) == generic  # the op oneDNN does not rewrite
+    assert ("Conv2D" in {op.type for op in graph.get_operations()}) != generic
+    with kl.fused_training(False):  # the switch: Keras's own graph
+        graph = tf.function(lambda t: ours(t)).get_concrete_function(x).graph
+    assert "Conv2D" in {op.type for op in graph.get_operations()}
+    y = tf_conv2d(x, ours.kernel, (2, 2), "valid") if options.get("strides") == 2 else None
+    if y is not None:
+        np.testing.assert_allclose(y.numpy(), tf.nn.conv2d(x, ours.kernel, 2, "VALID").numpy(), rtol=1e-5, atol=1e-5)
+    reloaded = keras.layers.deserialize(keras.layers.serialize(ours))
+    assert isinstance(reloaded, kl.Conv2D) and reloaded.get_config() == ours.get_config()

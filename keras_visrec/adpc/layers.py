@@ -18,6 +18,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_visrec.layers.conv import Conv2D
+
 __all__ = ["MaskedConv2D", "RBFInterpolation", "rbf_interpolate", "fused_rbf_interpolate", "NEAR_LAMBDA"]
 
 RBF_RADIUS = 3
@@ -187,7 +189,7 @@ class RBFInterpolation(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_visrec")
-class MaskedConv2D(keras.layers.Conv2D):
+class MaskedConv2D(Conv2D):
     """A ``Conv2D`` that also owns the RBF ``λ`` of its masked output.
 
     Called plainly it is an ordinary convolution (the unmasked network, FLOP counting);

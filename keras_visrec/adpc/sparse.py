@@ -34,6 +34,7 @@ trace (build another for another ``tf.function``), or to eager mode.
 from keras import ops
 
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
+from keras_visrec.layers.conv import tf_conv2d
 
 __all__ = ["TilePlan", "dense_conv", "dense_pointwise_head", "sparse_masked_conv", "tile_side"]
 
@@ -272,7 +273,7 @@ class TilePlan:
         self.scatter_shapes(int(layer.filters))
         flat, valid = self._strip_input(strips, int(x.shape[1]), int(x.shape[2]), stride, pad)
         rows = tf.gather(tf.reshape(x, (-1, int(x.shape[-1]))), flat) * tf.cast(valid, x.dtype)
-        y = tf.nn.conv2d(rows[None], layer.kernel, strides=(1, stride), padding="VALID")[0, 0]
+        y = tf_conv2d(rows[None], layer.kernel, (1, stride), "VALID")[0, 0]
         if layer.use_bias:
             y = y + layer.bias
         centre = strips["centre"][1:-1] if stride == 1 else strips["centre"][:-1]
@@ -311,7 +312,7 @@ def _tile_conv(layer, patches, stride):
         flat = tf.reshape(patches, (-1, int(patches.shape[1]) * int(patches.shape[2]) * int(patches.shape[3])))
         y = tf.reshape(tf.matmul(flat, tf.reshape(layer.kernel, (flat.shape[-1], -1))), (-1, 1, 1, layer.filters))
     else:
-        y = tf.nn.conv2d(patches, layer.kernel, strides=stride, padding="VALID")
+        y = tf_conv2d(patches, layer.kernel, (stride, stride), "VALID")
     return y + layer.bias if layer.use_bias else y
 
 

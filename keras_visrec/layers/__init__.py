@@ -7,6 +7,7 @@ without ``custom_objects``.
 
 from keras_visrec.layers.activation import GELU, gelu_tanh, gelu_tanh_cubic
 from keras_visrec.layers.batch_norm import BatchNorm
+from keras_visrec.layers.conv import Conv2D
 from keras_visrec.layers.adaptive_pooling import AdaptiveAveragePooling2D
 from keras_visrec.layers.convnext_block import ConvNeXtBlock
 from keras_visrec.layers.drop_path import StochasticDepth
@@ -22,6 +23,7 @@ from keras_visrec.layers.resize import Resize
 __all__ = [
     "AdaptiveAveragePooling2D",
     "BatchNorm",
+    "Conv2D",
     "ConvNeXtBlock",
     "GELU",
     "GRN",

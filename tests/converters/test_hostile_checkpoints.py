@@ -4,7 +4,6 @@ Every payload would create ``SIDE_EFFECT`` if any of its code ran; the test asse
 never appears. Payloads are built with the standard ``pickle`` module (no torch needed).
 """
 
-import io
 import json
 import os
 import pickle

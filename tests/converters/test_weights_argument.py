@@ -71,8 +71,6 @@ def test_keras_applications_h5_through_imagenet(expected, monkeypatch):
 
 def test_keras_applications_h5_head_and_keras_own_loader_agree(expected):
     """The fixture really is keras.applications' layout: keras' own ConvNeXt loads it too."""
-    import keras
-
     from keras_visrec.converters.loading import load_checkpoint_into_model
 
     x = expected["input"]

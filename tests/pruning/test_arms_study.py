@@ -4,7 +4,6 @@ import csv
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 

@@ -1,0 +1,86 @@
+"""Conv2D that keeps TensorFlow's CPU convolution off oneDNN's slow paths.
+
+``import keras_visrec`` turns TensorFlow's oneDNN rewrites on (they fuse ConvNeXt's MatMul +
+BiasAdd + GELU, ~1.4× on this project's CPUs). The same rewrite also sends every ``Conv2D`` to
+oneDNN, which on the 2-core AVX2 machine here runs the dense 3×3 convolutions of HRNet, ADP-C and
+UperNet's head several times slower than TensorFlow's own kernel, and at batch 1 on large maps
+falls back to a reference loop (measured, TF 2.21: a 3×3 256→48 conv on a 256×512 map, 0.6 s on
+TensorFlow's kernel, over 40 s through oneDNN; UperNet's 3×3 2048→512 fusion conv at 128×128,
+5.3 s against over 100 s; ``bench/README.md``). TensorFlow's generic ``Conv`` op is not rewritten
+and runs the same Eigen kernel as ``Conv2D`` without oneDNN, so on the TensorFlow backend, on
+CPU, for float32 channels-last ungrouped undilated convolutions, this layer computes the convolution with
+it and takes ``Conv2D``'s own gradient ops for the backward pass. Other backends, dtypes, GPUs,
+``KERAS_VISREC_FUSED_TRAINING=0`` and processes without oneDNN rewrites run Keras's code.
+Weights, names and config are Keras's ``Conv2D``'s; exporters emit it as a plain ``Conv2D``.
+"""
+
+import functools
+
+import keras
+
+from keras_visrec.layers import fused
+
+__all__ = ["Conv2D", "tf_conv2d"]
+
+
+@functools.lru_cache(maxsize=None)
+def _onednn_on_cpu_only():
+    """Whether TensorFlow rewrites convolutions to oneDNN and no GPU would take them instead."""
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port  # what TensorFlow itself asks
+
+    return bool(_pywrap_util_port.IsMklEnabled()) and not tf.config.list_physical_devices("GPU")
+
+
+@functools.lru_cache(maxsize=None)
+def _generic_conv(strides, padding, dilations):
+    import tensorflow as tf
+
+    strides4, dilations4 = [1, *strides, 1], [1, *dilations, 1]
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.raw_ops.Conv(input=x, filter=kernel, strides=strides4, padding=padding,
+                            data_format="CHANNELS_LAST", dilations=dilations4)
+
+        def grad(upstream):
+            # the ops TensorFlow's own Conv2D gradient uses, with the same attributes
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
+                                                strides=strides4, padding=padding, dilations=dilations4)
+            dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream,
+                                                 strides=strides4, padding=padding, dilations=dilations4)
+            return dx, dk
+
+        return y, grad
+
+    return conv
+
+
+def tf_conv2d(x, kernel, strides=(1, 1), padding="VALID", dilations=(1, 1)):
+    """``tf.nn.conv2d`` (NHWC) for TensorFlow code paths, off oneDNN where :class:`Conv2D` would be."""
+    import tensorflow as tf
+
+    if (_onednn_on_cpu_only() and fused.fused_enabled(True, x.dtype) and tuple(dilations) == (1, 1)
+            and keras.backend.standardize_dtype(kernel.dtype) == "float32"):
+        return _generic_conv(tuple(strides), padding.upper(), tuple(dilations))(x, tf.convert_to_tensor(kernel))
+    return tf.nn.conv2d(x, kernel, (1, *strides, 1), padding.upper(), dilations=(1, *dilations, 1))
+
+
+@keras.saving.register_keras_serializable(package="keras_visrec")
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` (same arguments) whose TensorFlow CPU convolution avoids oneDNN."""
+
+    def _generic(self, inputs):
+        return (keras.backend.backend() == "tensorflow" and self.groups == 1 and self.data_format == "channels_last"
+                and tuple(self.dilation_rate) == (1, 1)  # CPU gradient kernels take no dilation
+                and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+                and keras.backend.standardize_dtype(self.kernel.dtype) == "float32"
+                and fused.fused_enabled(True, inputs.dtype) and _onednn_on_cpu_only())
+
+    def convolution_op(self, inputs, kernel):
+        if not self._generic(inputs):
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        conv = _generic_conv(tuple(self.strides), self.padding.upper(), tuple(self.dilation_rate))
+        return conv(inputs, tf.convert_to_tensor(kernel))  # a tensor: the gradient reaches the variable
