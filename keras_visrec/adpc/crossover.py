@@ -186,7 +186,7 @@ def _parse(kind):
 
 
 def machine_signature():
-    """What a measured crossover depends on besides the kind: CPU, cores, TensorFlow, its thread setting."""
+    """What a measured crossover depends on besides the kind: CPU, cores, TensorFlow, its threads, the conv kernel."""
     import tensorflow as tf
 
     cpu = platform.processor() or platform.machine()
@@ -195,8 +195,12 @@ def machine_signature():
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
+    from keras_visrec.layers.conv import generic_conv_active
+
     threads = tf.config.threading.get_intra_op_parallelism_threads()
-    return f"{cpu} | {os.cpu_count()} cores | tensorflow {tf.__version__} | intra-op {threads or 'default'}"
+    kernel = "generic" if generic_conv_active() else "tf"  # which kernel runs the convs (layers.Conv2D)
+    return (f"{cpu} | {os.cpu_count()} cores | tensorflow {tf.__version__} | intra-op {threads or 'default'} "
+            f"| conv {kernel}")
 
 
 def ways_of(kind):

@@ -20,7 +20,7 @@ import keras
 
 from keras_visrec.layers import fused
 
-__all__ = ["Conv2D", "tf_conv2d"]
+__all__ = ["Conv2D", "generic_conv_active", "tf_conv2d"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,11 +56,16 @@ def _generic_conv(strides, padding, dilations):
     return conv
 
 
+def generic_conv_active(dtype="float32"):
+    """Whether float32 convolutions take TensorFlow's generic ``Conv`` op here (timings depend on it)."""
+    return _onednn_on_cpu_only() and fused.fused_enabled(True, dtype)
+
+
 def tf_conv2d(x, kernel, strides=(1, 1), padding="VALID", dilations=(1, 1)):
     """``tf.nn.conv2d`` (NHWC) for TensorFlow code paths, off oneDNN where :class:`Conv2D` would be."""
     import tensorflow as tf
 
-    if (_onednn_on_cpu_only() and fused.fused_enabled(True, x.dtype) and tuple(dilations) == (1, 1)
+    if (generic_conv_active(x.dtype) and tuple(dilations) == (1, 1)
             and keras.backend.standardize_dtype(kernel.dtype) == "float32"):
         return _generic_conv(tuple(strides), padding.upper(), tuple(dilations))(x, tf.convert_to_tensor(kernel))
     return tf.nn.conv2d(x, kernel, (1, *strides, 1), padding.upper(), dilations=(1, *dilations, 1))
