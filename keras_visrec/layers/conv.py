@@ -33,10 +33,10 @@ def _onednn_on_cpu_only():
 
 
 @functools.lru_cache(maxsize=None)
-def _generic_conv(strides, padding, dilations):
+def _generic_conv(strides, padding):
     import tensorflow as tf
 
-    strides4, dilations4 = [1, *strides, 1], [1, *dilations, 1]
+    strides4, dilations4 = [1, *strides, 1], [1, 1, 1, 1]
 
     @tf.custom_gradient
     def conv(x, kernel):
@@ -61,13 +61,25 @@ def generic_conv_active(dtype="float32"):
     return _onednn_on_cpu_only() and fused.fused_enabled(True, dtype)
 
 
+def _generic_applies(x, kernel, dilations):
+    # undilated only: the CPU gradient kernels take no dilation
+    return (tuple(dilations) == (1, 1) and keras.backend.standardize_dtype(kernel.dtype) == "float32"
+            and generic_conv_active(x.dtype))
+
+
+def _generic(x, kernel, strides, padding):
+    import tensorflow as tf
+
+    conv = _generic_conv(tuple(strides), padding.upper())
+    return conv(x, tf.convert_to_tensor(kernel))  # a tensor: the gradient reaches a variable kernel
+
+
 def tf_conv2d(x, kernel, strides=(1, 1), padding="VALID", dilations=(1, 1)):
     """``tf.nn.conv2d`` (NHWC) for TensorFlow code paths, off oneDNN where :class:`Conv2D` would be."""
     import tensorflow as tf
 
-    if (generic_conv_active(x.dtype) and tuple(dilations) == (1, 1)
-            and keras.backend.standardize_dtype(kernel.dtype) == "float32"):
-        return _generic_conv(tuple(strides), padding.upper(), tuple(dilations))(x, tf.convert_to_tensor(kernel))
+    if _generic_applies(x, kernel, dilations):
+        return _generic(x, kernel, strides, padding)
     return tf.nn.conv2d(x, kernel, (1, *strides, 1), padding.upper(), dilations=(1, *dilations, 1))
 
 
@@ -75,17 +87,8 @@ def tf_conv2d(x, kernel, strides=(1, 1), padding="VALID", dilations=(1, 1)):
 class Conv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` (same arguments) whose TensorFlow CPU convolution avoids oneDNN."""
 
-    def _generic(self, inputs):
-        return (keras.backend.backend() == "tensorflow" and self.groups == 1 and self.data_format == "channels_last"
-                and tuple(self.dilation_rate) == (1, 1)  # CPU gradient kernels take no dilation
-                and keras.backend.standardize_dtype(inputs.dtype) == "float32"
-                and keras.backend.standardize_dtype(self.kernel.dtype) == "float32"
-                and fused.fused_enabled(True, inputs.dtype) and _onednn_on_cpu_only())
-
     def convolution_op(self, inputs, kernel):
-        if not self._generic(inputs):
-            return super().convolution_op(inputs, kernel)
-        import tensorflow as tf
-
-        conv = _generic_conv(tuple(self.strides), self.padding.upper(), tuple(self.dilation_rate))
-        return conv(inputs, tf.convert_to_tensor(kernel))  # a tensor: the gradient reaches the variable
+        if self.groups == 1 and self.data_format == "channels_last" and _generic_applies(inputs, kernel,
+                                                                                          self.dilation_rate):
+            return _generic(inputs, kernel, self.strides, self.padding)
+        return super().convolution_op(inputs, kernel)
