@@ -13,7 +13,7 @@ convolution gathers; above it it runs densely.
 
 The table lives in memory for the process and in ``adpc_crossover.json`` in the keras_visrec
 cache (``$KERAS_VISREC_CACHE``, default ``~/.cache/keras_visrec``), keyed by a machine
-signature (CPU, core count, TensorFlow version, thread setting): a second process on the same
+signature (CPU, core count, TensorFlow version, thread setting, sparse kernels' version): a second process on the same
 machine reads it instead of probing. :func:`calibrate` probes every convolution of a model at
 one input size ahead of time (with a progress bar); :func:`default_table` is the table the
 sparse mode uses when it is given none.
@@ -186,7 +186,8 @@ def _parse(kind):
 
 
 def machine_signature():
-    """What a measured crossover depends on besides the kind: CPU, cores, TensorFlow, its threads, the conv kernel."""
+    """What a measured crossover depends on besides the kind: CPU, cores, TensorFlow, its threads, the conv kernel
+    and the sparse kernels' version (:data:`keras_visrec.adpc.sparse.KERNELS`: tables of older kernels are re-measured)."""
     import tensorflow as tf
 
     cpu = platform.processor() or platform.machine()
@@ -195,12 +196,13 @@ def machine_signature():
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
+    from keras_visrec.adpc.sparse import KERNELS
     from keras_visrec.layers.conv import generic_conv_active
 
     threads = tf.config.threading.get_intra_op_parallelism_threads()
     kernel = "generic" if generic_conv_active() else "tf"  # which kernel runs the convs (layers.Conv2D)
     return (f"{cpu} | {os.cpu_count()} cores | tensorflow {tf.__version__} | intra-op {threads or 'default'} "
-            f"| conv {kernel}")
+            f"| conv {kernel} | sparse kernels {KERNELS}")
 
 
 def ways_of(kind):

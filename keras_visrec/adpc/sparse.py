@@ -5,8 +5,9 @@ A :class:`TilePlan` is built once per masked segment and output resolution from 
 offers three ways to compute a masked convolution, each exact on the computed pixels:
 
 * ``"pixels"`` (tile 1): gather the ``k×k`` input patch of every computed pixel (clipped to the
-  map; the few patches over the border are redone with zeros), one matmul, one ``scatter_nd``
-  into a zero map. Least waste on thin, scattered masks; moves ``k²`` input rows per pixel.
+  map; the few patches over the border are redone with zeros), one matmul, the rows placed into a
+  zero map (:meth:`TilePlan.place`). Least waste on thin, scattered masks; moves ``k²`` input rows
+  per pixel.
 * ``"strips"`` (3×3 convs, tile 1): each row's runs of computed pixels with a one-pixel halo
   (:meth:`TilePlan.strips`), laid end to end into one ``(3, M)`` strip and convolved once. Three
   input rows per element instead of nine: the cheaper way once runs are longer than a few
@@ -36,7 +37,12 @@ from keras import ops
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
 from keras_visrec.layers.conv import tf_conv2d
 
-__all__ = ["TilePlan", "dense_conv", "dense_pointwise_head", "sparse_masked_conv", "tile_side"]
+__all__ = ["KERNELS", "TilePlan", "dense_conv", "dense_pointwise_head", "sparse_masked_conv", "tile_side"]
+
+# Version of the sparse computations below, part of the crossover table's machine signature: raise it when a
+# change moves their cost, so that tables measured on the old ones are measured again.
+# 2: outputs placed by a gather over the map instead of scatter_nd.
+KERNELS = 2
 
 
 def dense_conv(layer, x, stride, pad):
@@ -101,7 +107,7 @@ class TilePlan:
         self.tile_share = tf.reduce_mean(self._tiles)
         self._index = None
         self._patches = {}
-        self._shapes = {}
+        self._outputs = {}
         self._strips = {}
 
     def _build_index(self):
@@ -152,21 +158,35 @@ class TilePlan:
         flat, _ = self.input_index(int(x.shape[1]), int(x.shape[2]), kernel, stride, pad)
         return tf.gather(tf.reshape(x, (-1, int(x.shape[-1]))), flat)
 
-    def scatter_shapes(self, channels):
-        """The flat output shape for ``channels`` (built once)."""
+    def output_index(self, key, centre):
+        """``(batch·h·w,)`` int32, built once per ``key``: for every output pixel, 1 + the row of ``centre``
+        (``(rows, 1)`` flat pixels; the index ``batch·h·w`` is a trash slot) written there, 0 where none is."""
         import tensorflow as tf
 
-        if channels not in self._shapes:
-            self._shapes[channels] = tf.stack([self.batch_size * (self.height * self.width), channels])
-        return self._shapes[channels]
+        if key not in self._outputs:
+            total = self.batch_size * (self.height * self.width)
+            rows = tf.range(1, tf.shape(centre)[0] + 1, dtype=tf.int32)
+            self._outputs[key] = tf.scatter_nd(centre, rows, tf.reshape(total + 1, (1,)))[:total]
+        return self._outputs[key]
+
+    def place(self, rows, index):
+        """``rows`` ``(n, c)`` laid into a zero ``(batch, h, w, c)`` map by an :meth:`output_index`.
+
+        A gather over the map, not ``scatter_nd``: TensorFlow's CPU scatter runs on one thread, and the
+        gather over two cores is 1.5-3x faster at the sizes of HRNet's 1/4-resolution branch.
+        """
+        import tensorflow as tf
+
+        channels = int(rows.shape[-1])
+        padded = tf.concat([tf.zeros((1, channels), rows.dtype), rows], 0)
+        return tf.reshape(tf.gather(padded, index), (-1, self.height, self.width, channels))
 
     def scatter(self, y_tiles):
         """The active tiles ``(n, t, t, c)`` written into a zero ``(batch, h, w, c)`` map."""
         import tensorflow as tf
 
         channels = int(y_tiles.shape[-1])
-        flat = tf.scatter_nd(self.centre_index, tf.reshape(y_tiles, (-1, channels)), self.scatter_shapes(channels))
-        return tf.reshape(flat, (-1, self.height, self.width, channels))
+        return self.place(tf.reshape(y_tiles, (-1, channels)), self.output_index("tiles", self.centre_index))
 
     def share(self, way, stride=1):
         """The share ``way`` works on: of active tiles (``"pixels"``, ``"tiles"``), or of strip elements
@@ -177,9 +197,10 @@ class TilePlan:
         """Builds the indices a conv of ``layer`` on ``x`` needs ``way`` (call it outside any ``tf.cond`` branch)."""
         if way == "strips":
             self._strip_input(self.strips(stride), int(x.shape[1]), int(x.shape[2]), stride, pad)
+            self._strip_output_index(stride)
         else:
             self.input_index(int(x.shape[1]), int(x.shape[2]), int(layer.kernel_size[0]), stride, pad)
-        self.scatter_shapes(int(layer.filters))
+            self.output_index("tiles", self.centre_index)
 
     def conv(self, layer, x, stride, pad, way="pixels"):
         """The ``MaskedConv2D`` ``layer`` on the computed pixels only: exact there, finite elsewhere.
@@ -266,21 +287,22 @@ class TilePlan:
     def strip_conv(self, layer, x, stride, pad):
         """A 3×3 ``layer`` (pad 1, stride 1 or 2) on the strips (:meth:`strips`): gathers three input rows of
         every element (two columns each for stride 2), convolves the ``(3, M·stride)`` strip once, and
-        scatters the outputs. Exact on the computed pixels; elsewhere finite and unused."""
+        places the outputs. Exact on the computed pixels; elsewhere finite and unused."""
         import tensorflow as tf
 
         strips = self.strips(stride)
-        self.scatter_shapes(int(layer.filters))
         flat, valid = self._strip_input(strips, int(x.shape[1]), int(x.shape[2]), stride, pad)
         rows = tf.gather(tf.reshape(x, (-1, int(x.shape[-1]))), flat) * tf.cast(valid, x.dtype)
         y = tf_conv2d(rows[None], layer.kernel, (1, stride), "VALID")[0, 0]
         if layer.use_bias:
             y = y + layer.bias
-        centre = strips["centre"][1:-1] if stride == 1 else strips["centre"][:-1]
-        channels = int(layer.filters)
-        total = self.batch_size * (self.height * self.width)
-        out = tf.scatter_nd(centre, y, tf.stack([total + 1, channels]))[:total]  # the last row: trash
-        return tf.reshape(out, (-1, self.height, self.width, channels))
+        return self.place(y, self._strip_output_index(stride))
+
+    def _strip_output_index(self, stride):
+        """The :meth:`output_index` of a strip conv's outputs: output ``j`` is centred on element ``j + 1``
+        (stride 1) or ``j`` (stride 2); halo outputs land on uncomputed pixels or the trash slot."""
+        centre = self.strips(stride)["centre"]
+        return self.output_index(("strips", stride), centre[1:-1] if stride == 1 else centre[:-1])
 
     def pointwise_head(self, xs, conv, bn, classifier):
         """HRNetV2's head ``classifier(relu(bn(conv(concat(x0, up(x1), …)))))`` at the plan's pixels only.
