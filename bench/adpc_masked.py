@@ -244,23 +244,18 @@ def _fixed_share_model(shares):
     """``AnytimeHRNet`` whose segments 2, 3, 4 compute ``shares`` of the pixels (each image's least confident
     ones, :func:`keras_visrec.adpc.masking.share_mask`) instead of those under the confidence threshold: the
     exits-2/3 experiment at the paper's computed shares. Same layers and weights as ``AnytimeHRNet``."""
-    import contextlib
-
     from keras_visrec.adpc import AnytimeHRNet
-    from keras_visrec.adpc import model as model_module
     from keras_visrec.adpc.masking import share_mask
 
     class FixedShareHRNet(AnytimeHRNet):
         def iter_exits(self, inputs, mode=None, threshold=None):
             remaining = iter(shares)  # iter_exits asks for the masks of exits 1, 2, 3 in order, once each
-
-            def rule(logits, threshold):
-                return share_mask(logits, next(remaining))
-
-            with contextlib.ExitStack() as stack:  # the model module's mask rule, for this pass only
-                stack.callback(setattr, model_module, "confidence_mask", model_module.confidence_mask)
-                model_module.confidence_mask = rule
+            rule = self._mask_fn  # the model's own rule (its mask_fn), swapped for this pass only
+            self._mask_fn = lambda logits, threshold: share_mask(logits, next(remaining))
+            try:
                 yield from super().iter_exits(inputs, mode=mode, threshold=threshold)
+            finally:
+                self._mask_fn = rule
 
     return FixedShareHRNet
 

@@ -63,3 +63,15 @@ def test_crossover_table_prints_every_kind_and_way(bench, capsys):
     out = capsys.readouterr().out
     assert "2 kinds" in out and "conv k3 s1 16->16 64x128 t1: dense 4.00 ms" in out
     assert "pixels 0.50" in out and "strips 0.88" in out and "no sparse way" in out
+
+
+def test_mask_shares_model_computes_the_given_shares(bench):
+    """``--mask-shares``: segments 2-4 compute the given shares at 1/4 resolution, whatever the confidence rule says
+    (an earlier version patched a module-level rule the model no longer reads, so the flag changed nothing)."""
+    import numpy as np
+
+    model = bench._fixed_share_model((0.8, 0.6, 0.4))(bench.SMALL, classes=11, exit_width=32, mode="dense", name="fs")
+    list(model.iter_exits(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")))
+    quarter = [fractions[(16, 16)] for fractions in model.computed_fractions()]
+    np.testing.assert_allclose(quarter, (0.8, 0.6, 0.4), atol=0.01)
+    assert model.mask_fn.__name__ == "confidence_mask"  # the model's own rule is back after the pass
