@@ -13,8 +13,8 @@ convolution gathers; above it it runs densely.
 
 The table lives in memory for the process and in ``adpc_crossover.json`` in the keras_visrec
 cache (``$KERAS_VISREC_CACHE``, default ``~/.cache/keras_visrec``), keyed by a machine
-signature (CPU, core count, TensorFlow version, thread setting, sparse kernels' version): a second process on the same
-machine reads it instead of probing. :func:`calibrate` probes every convolution of a model at
+signature (CPU, core count, TensorFlow version, thread setting, sparse kernels' version): a
+second process on the same machine reads it instead of probing. :func:`calibrate` probes every convolution of a model at
 one input size ahead of time (with a progress bar); :func:`default_table` is the table the
 sparse mode uses when it is given none.
 

@@ -285,7 +285,8 @@ class SparseExecutor:
 
         kind = head_kind([x.shape[-1] for x in xs], classifier.filters, self.height, self.width, self.tile)
         (way,) = ways_of(kind)
-        ways = {way: (lambda: self.plan.pointwise_head(xs, conv, bn, classifier), lambda: self.plan.centre_index)}
+        ways = {way: (lambda: self.plan.pointwise_head(xs, conv, bn, classifier),
+                      lambda: self.plan.tile_output_index())}  # the indices, built outside the branches
         return self._choose(kind, lambda: dense_pointwise_head(xs, conv, bn, classifier), ways)
 
 

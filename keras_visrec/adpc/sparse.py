@@ -186,7 +186,11 @@ class TilePlan:
         import tensorflow as tf
 
         channels = int(y_tiles.shape[-1])
-        return self.place(tf.reshape(y_tiles, (-1, channels)), self.output_index("tiles", self.centre_index))
+        return self.place(tf.reshape(y_tiles, (-1, channels)), self.tile_output_index())
+
+    def tile_output_index(self):
+        """The :meth:`output_index` of the active tiles' pixels (``"pixels"``, ``"tiles"``, the pointwise head)."""
+        return self.output_index("tiles", self.centre_index)
 
     def share(self, way, stride=1):
         """The share ``way`` works on: of active tiles (``"pixels"``, ``"tiles"``), or of strip elements
@@ -200,7 +204,7 @@ class TilePlan:
             self._strip_output_index(stride)
         else:
             self.input_index(int(x.shape[1]), int(x.shape[2]), int(layer.kernel_size[0]), stride, pad)
-            self.output_index("tiles", self.centre_index)
+            self.tile_output_index()
 
     def conv(self, layer, x, stride, pad, way="pixels"):
         """The ``MaskedConv2D`` ``layer`` on the computed pixels only: exact there, finite elsewhere.
