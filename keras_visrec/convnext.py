@@ -24,8 +24,10 @@ the official dense-prediction backbones (``norm0`` … ``norm3`` of facebookrese
 ``keras_visrec.layers.exportable()`` both pointwise layers are 1×1 ``Conv2D`` layers instead.
     {name}_head_gap, {name}_head_layernorm, {name}_head_dense, predictions
 
-Isotropic models have one stage (``s = 0``). The depthwise conv is a ``DepthwiseConv2D``: the
-grouped ``Conv2D`` that keras.applications uses runs about 5× slower on TensorFlow's CPU kernels.
+Isotropic models have one stage (``s = 0``). The depthwise conv is a ``DepthwiseConv2D``
+(:class:`keras_visrec.layers.DepthwiseConv2D`, Keras' layer that trains in float32 under mixed
+precision on the CPU): the grouped ``Conv2D`` that keras.applications uses runs about 5× slower on
+TensorFlow's CPU kernels.
 The norms are :class:`~keras_visrec.layers.LayerNorm`: Keras' ``LayerNormalization`` with the same
 weights, computed in fewer full-size passes.
 """
@@ -35,7 +37,7 @@ import numpy as np
 
 from keras_visrec.arguments import (model_inputs, validate_classes, validate_classifier_activation, validate_input_shape,
                                     validate_name, validate_pooling, validate_rate)
-from keras_visrec.layers import GRN, ImageNetNormalization, LayerNorm, LayerScale, StochasticDepth
+from keras_visrec.layers import GRN, DepthwiseConv2D, ImageNetNormalization, LayerNorm, LayerScale, StochasticDepth
 from keras_visrec.layers.convnext_block import conv_init
 from keras_visrec.layers.exportable import make_pointwise
 from keras_visrec.registry import register_model
@@ -123,7 +125,7 @@ def _registered_arch(depths, dims, isotropic, use_grn):
 def _block(x, dim, *, prefix, drop_path, layer_scale, use_grn):
     """One ConvNeXt block as flat named layers (the same computation as layers.ConvNeXtBlock)."""
     shortcut = x
-    x = keras.layers.DepthwiseConv2D(
+    x = DepthwiseConv2D(
         7, padding="same", depthwise_initializer=conv_init()["kernel_initializer"],
         name=f"{prefix}_depthwise_conv",
     )(x)

@@ -91,6 +91,72 @@ def test_fused_gelu_forward_and_gradient_equal_exact_gelu_autodiff():
     assert max(errors) <= TOLERANCE
 
 
+def test_fused_gelu_in_bfloat16_is_float32_gelu_rounded():
+    rng = np.random.default_rng(5)
+    z = tf.cast(tf.constant(rng.normal(0.0, 3.0, (64, 40)).astype("float32")), tf.bfloat16)
+    upstream = tf.cast(tf.constant(rng.normal(size=(64, 40)).astype("float32")), tf.bfloat16)
+
+    def run(function, t, u):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = function(t)
+        return [y, tape.gradient(y, t, u)]
+
+    ours = tf.function(lambda: run(fused.gelu, z, upstream))()
+    assert [t.dtype for t in ours] == [tf.bfloat16, tf.bfloat16]
+    wide = run(lambda t: keras.activations.gelu(t, approximate=False), tf.cast(z, tf.float32),
+               tf.cast(upstream, tf.float32))
+    errors = [_relative(a, b) for a, b in zip(ours, wide)]
+    print("fused GELU in bfloat16 vs float32 GELU autodiff on the same values (y, dz):", errors)
+    assert max(errors) <= 2.0 ** -8  # one bfloat16 rounding of the float32 result
+
+
+def test_mixed_bfloat16_step_takes_the_fused_gelu_and_float32_depthwise_convs():
+    """Under ``mixed_bfloat16`` the training step runs GELU as XLA kernels and the depthwise convs in
+    float32 (oneDNN's bfloat16 depthwise gradients are slow); its gradients are at least as close to a
+    float32 step's as the plain bfloat16 step's are."""
+    x = np.random.default_rng(6).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.arange(4)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step(model):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, tf.cast(model(x, training=True), tf.float32))
+        return tape.gradient(loss, model.trainable_variables)
+
+    reference_model = _tiny(drop_path_rate=0.0)
+    _randomise(reference_model)
+    reference = tf.function(lambda: step(reference_model))()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = _tiny(drop_path_rate=0.0)
+        model.set_weights(reference_model.get_weights())
+        fast = tf.function(lambda: step(model))
+        with fused_training(False):
+            plain = tf.function(lambda: step(model))
+            plain_graph = plain.get_concrete_function().graph
+            plain_gradients = plain()
+        fast_graph = fast.get_concrete_function().graph
+        fast_gradients = fast()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+    def depthwise_dtypes(graph):
+        return {op.get_attr("T").name for op in graph.get_operations() if op.type.startswith("DepthwiseConv2dNative")}
+
+    assert depthwise_dtypes(fast_graph) == {"float32"} and depthwise_dtypes(plain_graph) == {"bfloat16"}
+    assert _xla_calls(fast_graph) and not _xla_calls(plain_graph)
+
+    def worst(gradients):
+        return max(_relative(a, b) for a, b in zip(gradients, reference))
+
+    fast_error, plain_error = worst(fast_gradients), worst(plain_gradients)
+    print(f"mixed_bfloat16 step vs float32 step, worst relative gradient difference: fused {fast_error:.2e}, "
+          f"plain {plain_error:.2e}")
+    assert fast_error <= 1.5 * plain_error and fast_error <= 0.1
+
+
 def test_one_training_step_has_the_gradients_of_plain_autodiff():
     model = _tiny(drop_path_rate=0.0)
     _randomise(model)
@@ -121,10 +187,11 @@ def test_inference_graph_and_other_dtypes_keep_the_generic_path():
     x = np.zeros((1, 32, 32, 3), "float32")
     assert not _xla_calls(tf.function(lambda: model(x, training=False)).get_concrete_function().graph)
     assert fused.fused_enabled(True, "float32") and not fused.fused_enabled(False, "float32")
-    assert not fused.fused_enabled(True, "bfloat16")
+    assert not fused.fused_enabled(True, "bfloat16") and fused.fused_enabled(True, "bfloat16", half=True)
     dense = PointwiseDense(6, activation="gelu", dtype="mixed_bfloat16")
     dense.build((None, 4))
-    assert not dense._fuses_gelu(True, "bfloat16")
+    assert dense._fuses_gelu(True, "bfloat16") and not dense._fuses_gelu(False, "bfloat16")
+    assert not dense._fuses_gelu(True, "int8")
     with fused_training(False):
         assert not fused.fused_enabled(True, "float32")
     assert fused.fused_enabled(True, "float32")

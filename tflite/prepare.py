@@ -39,8 +39,8 @@ import keras
 import numpy as np
 
 from keras_visrec.cifar import ChannelSelection, ShortcutA
-from keras_visrec.layers import (GELU, GRN, BatchNorm, ConvNeXtBlock, ImageNetNormalization, LayerNorm, LayerScale,
-                                 PointwiseDense, StochasticDepth, gelu_tanh, gelu_tanh_cubic)
+from keras_visrec.layers import (GELU, GRN, BatchNorm, ConvNeXtBlock, DepthwiseConv2D, ImageNetNormalization, LayerNorm,
+                                 LayerScale, PointwiseDense, StochasticDepth, gelu_tanh, gelu_tanh_cubic)
 
 __all__ = [
     "DEPTHWISE_CHOICES", "ExportRule", "GELU_CHOICES", "LAYERNORM_CHOICES", "PreparedGraph", "export_rule",
@@ -456,7 +456,7 @@ def _linear(layer, inputs, context):
     return _emit_linear(layer, x, context)
 
 
-@register_export_rule(keras.layers.DepthwiseConv2D)
+@register_export_rule(keras.layers.DepthwiseConv2D, DepthwiseConv2D)  # ours: Keras' call at inference
 def _depthwise(layer, inputs, context):
     y = _emit_depthwise(layer, inputs[0], context)
     return _activation(layer.activation, y, context.gelu)

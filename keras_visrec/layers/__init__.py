@@ -7,7 +7,7 @@ without ``custom_objects``.
 
 from keras_visrec.layers.activation import GELU, gelu_tanh, gelu_tanh_cubic
 from keras_visrec.layers.batch_norm import BatchNorm
-from keras_visrec.layers.conv import Conv2D
+from keras_visrec.layers.conv import Conv2D, DepthwiseConv2D
 from keras_visrec.layers.adaptive_pooling import AdaptiveAveragePooling2D
 from keras_visrec.layers.convnext_block import ConvNeXtBlock
 from keras_visrec.layers.drop_path import StochasticDepth
@@ -25,6 +25,7 @@ __all__ = [
     "BatchNorm",
     "Conv2D",
     "ConvNeXtBlock",
+    "DepthwiseConv2D",
     "GELU",
     "GRN",
     "ImageNetNormalization",

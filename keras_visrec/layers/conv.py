@@ -12,6 +12,12 @@ CPU, for float32 channels-last ungrouped undilated convolutions, this layer comp
 it and takes ``Conv2D``'s own gradient ops for the backward pass. Other backends, dtypes, GPUs,
 ``KERAS_VISREC_FUSED_TRAINING=0`` and processes without oneDNN rewrites run Keras's code.
 Weights, names and config are Keras's ``Conv2D``'s; exporters emit it as a plain ``Conv2D``.
+
+:class:`DepthwiseConv2D` is the same idea for mixed precision: oneDNN's bfloat16 depthwise
+gradient kernels are about 2.5× slower than its float32 ones (ConvNeXt-T's 7×7 convs at batch 8 on
+an AVX-512/AMX CPU), so while training on the TensorFlow CPU path a bfloat16 / float16 depthwise
+convolution computes in float32 (kernel and inputs as the mixed policy rounds them, output cast
+back): the same function with float32 accumulation, at float32 speed.
 """
 
 import functools
@@ -20,7 +26,7 @@ import keras
 
 from keras_visrec.layers import fused
 
-__all__ = ["Conv2D", "generic_conv_active", "tf_conv2d"]
+__all__ = ["Conv2D", "DepthwiseConv2D", "generic_conv_active", "tf_conv2d"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,3 +98,27 @@ class Conv2D(keras.layers.Conv2D):
                                                                                           self.dilation_rate):
             return _generic(inputs, kernel, self.strides, self.padding)
         return super().convolution_op(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package="keras_visrec")
+class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` (same arguments) whose half-precision TensorFlow CPU training
+    computes in float32 (oneDNN's bfloat16 depthwise gradients are the slow ones)."""
+
+    def call(self, inputs, training=None):
+        if not self._widens(inputs, training):
+            return super().call(inputs)
+        ops = keras.ops
+        outputs = ops.depthwise_conv(ops.cast(inputs, "float32"), ops.cast(self.kernel, "float32"),
+                                     strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate,
+                                     data_format=self.data_format)
+        if self.use_bias:
+            outputs = ops.add(outputs, ops.cast(self.bias, "float32"))
+        return ops.cast(outputs, inputs.dtype)
+
+    def _widens(self, inputs, training):
+        """Whether this call computes in float32: half-precision training on TensorFlow's oneDNN CPU path."""
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        return (dtype != "float32" and self.data_format == "channels_last"
+                and self.activation in (None, keras.activations.linear)
+                and fused.fused_enabled(training, dtype, half=True) and _onednn_on_cpu_only())

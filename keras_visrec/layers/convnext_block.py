@@ -8,6 +8,7 @@ who compose their own networks.
 
 import keras
 
+from keras_visrec.layers.conv import DepthwiseConv2D
 from keras_visrec.layers.drop_path import StochasticDepth
 from keras_visrec.layers.exportable import make_pointwise
 from keras_visrec.layers.grn import GRN
@@ -64,7 +65,7 @@ class ConvNeXtBlock(keras.layers.Layer):
         self.use_grn = bool(use_grn)
         self.drop_path_rate = float(drop_path_rate)
         self.hidden_dim = hidden_dim
-        self.depthwise_conv = keras.layers.DepthwiseConv2D(
+        self.depthwise_conv = DepthwiseConv2D(
             self.kernel_size, padding="same", name="depthwise_conv",
             depthwise_initializer=conv_init()["kernel_initializer"], bias_initializer="zeros",
         )

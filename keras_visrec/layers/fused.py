@@ -11,8 +11,9 @@ code).
 
 This is TensorFlow-specific on purpose (XLA clusters inside a non-XLA graph). Layers call
 :func:`gelu` and :func:`layer_norm` only while training and only when :func:`fused_enabled`
-says so — the TensorFlow backend, float32 (LayerNorm: any float, computed in float32), and the
-switch on; every other case runs the layer's generic ``keras.ops`` code, which is what other
+says so — the TensorFlow backend, float32 (LayerNorm and GELU also bfloat16 and float16, computed
+in float32 inside the kernel: under ``mixed_bfloat16`` autodiff of GELU is a dozen bfloat16 passes
+that cost more than the AMX matmuls save), and the switch on; every other case runs the layer's generic ``keras.ops`` code, which is what other
 backends always run. Inference keeps the generic graph, where TensorFlow's oneDNN rewrite fuses
 MatMul + BiasAdd + GELU into one kernel, and which every exporter reads.
 
@@ -32,6 +33,7 @@ import keras
 __all__ = ["fused_enabled", "fused_training", "gelu", "layer_norm"]
 
 _STATE = threading.local()
+_HALF = ("bfloat16", "float16")
 _ENV = "KERAS_VISREC_FUSED_TRAINING"
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -60,25 +62,33 @@ def fused_training(enabled=True):
             _STATE.enabled = previous
 
 
-def fused_enabled(training=True, dtype="float32"):
-    """Whether a layer called with ``training`` on a ``dtype`` tensor takes the fused path."""
+def fused_enabled(training=True, dtype="float32", half=False):
+    """Whether a layer called with ``training`` on a ``dtype`` tensor takes the fused path.
+
+    ``half``: the caller's fused op also takes bfloat16 / float16 tensors (it computes in float32).
+    """
+    dtypes = ("float32", *_HALF) if half else ("float32",)
     return (bool(training) and keras.backend.backend() == "tensorflow" and _switch()
-            and keras.backend.standardize_dtype(dtype) == "float32")
+            and keras.backend.standardize_dtype(dtype) in dtypes)
 
 
 @functools.lru_cache(maxsize=None)
 def _tf_gelu():
     import tensorflow as tf
 
+    # float32 inside; a bfloat16 / float16 tensor is read and written in its own dtype (casts fuse away)
     @tf.function(jit_compile=True, autograph=False)
     def forward(z):
-        return z * (0.5 * tf.math.erfc(z * -_SQRT_HALF))
+        wide = tf.cast(z, tf.float32)
+        return tf.cast(wide * (0.5 * tf.math.erfc(wide * -_SQRT_HALF)), z.dtype)
 
     @tf.function(jit_compile=True, autograph=False)
     def backward(z, upstream):
         # d/dz [z·Φ(z)] = Φ(z) + z·φ(z)
-        cdf = 0.5 * tf.math.erfc(z * -_SQRT_HALF)
-        return upstream * (cdf + z * (_INV_SQRT_2PI * tf.exp(-0.5 * tf.square(z))))
+        wide = tf.cast(z, tf.float32)
+        cdf = 0.5 * tf.math.erfc(wide * -_SQRT_HALF)
+        slope = cdf + wide * (_INV_SQRT_2PI * tf.exp(-0.5 * tf.square(wide)))
+        return tf.cast(tf.cast(upstream, tf.float32) * slope, z.dtype)
 
     @tf.custom_gradient
     def gelu_op(z):
@@ -88,9 +98,10 @@ def _tf_gelu():
 
 
 def gelu(x):
-    """Exact (erf) GELU whose forward and backward are each one XLA kernel (TensorFlow, float32).
+    """Exact (erf) GELU whose forward and backward are each one XLA kernel (TensorFlow).
 
-    Equal to ``keras.activations.gelu(x, approximate=False)`` up to float rounding.
+    ``x``: float32, bfloat16 or float16 (computed in float32, returned in ``x``'s dtype). Equal to
+    ``keras.activations.gelu(x, approximate=False)`` up to float rounding.
     """
     return _tf_gelu()(x)
 

@@ -6,9 +6,9 @@ fuse MatMul + BiasAdd + GELU into one kernel (about 2× faster for ConvNeXt's ML
 weights are exactly a ``Dense`` layer's (``kernel`` of shape (C_in, C_out), ``bias``).
 
 That fusion only exists for inference: a training step must keep the pre-activation for the
-gradient. While training on TensorFlow in float32, an exact-GELU activation therefore runs as
-``keras_visrec.layers.fused.gelu`` (forward and backward one XLA kernel each) after the
-MatMul + BiasAdd.
+gradient. While training on TensorFlow (float32, or bfloat16 / float16 under a mixed policy), an
+exact-GELU activation therefore runs as ``keras_visrec.layers.fused.gelu`` (forward and backward
+one XLA kernel each, in float32) after the MatMul + BiasAdd.
 """
 
 import keras
@@ -38,6 +38,6 @@ class PointwiseDense(keras.layers.Dense):
         return ops.reshape(outputs, tuple(leading) + (self.units,))
 
     def _fuses_gelu(self, training, dtype):
-        """Whether this call takes the fused training GELU (a plain float32 exact-GELU layer)."""
+        """Whether this call takes the fused training GELU (a plain exact-GELU layer)."""
         return (self.activation is keras.activations.gelu and self.quantization_mode is None
-                and not self.lora_enabled and fused.fused_enabled(training, dtype))
+                and not self.lora_enabled and fused.fused_enabled(training, dtype, half=True))

@@ -31,7 +31,7 @@ import math
 import keras
 import numpy as np
 
-from keras_visrec.layers import PointwiseDense
+from keras_visrec.layers import DepthwiseConv2D, PointwiseDense
 from keras_visrec.pruning.base import check_ratio, iter_layers, make_report, per_layer_ratio, renamed_arguments
 from keras_visrec.pruning.schedules import ConstantSparsity, PolynomialSparsity, SparsitySchedule
 from keras_visrec.training import build_optimizer
@@ -44,8 +44,9 @@ __all__ = ["BACKENDS", "ConstantSparsity", "MagnitudeMask", "PolynomialSparsity"
 BACKENDS = ("keras", "tfmot")
 _SCHEDULES = ("polynomial", "constant")
 # the layer classes a mask can wrap: their call is exactly "op(inputs, kernel) + bias, activation"
+# (keras_visrec's DepthwiseConv2D: Keras' call, in float32 for half-precision training)
 _MASKABLE = (keras.layers.Dense, PointwiseDense, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv1D,
-             keras.layers.DepthwiseConv2D)
+             keras.layers.DepthwiseConv2D, DepthwiseConv2D)
 
 
 # ---------------------------------------------------------------- the mask
