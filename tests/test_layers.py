@@ -268,3 +268,46 @@ def test_conv2d_off_onednn_equals_keras_conv2d_forward_and_backward(onednn_rewri
         np.testing.assert_allclose(y.numpy(), tf.nn.conv2d(x, ours.kernel, 2, "VALID").numpy(), rtol=1e-5, atol=1e-5)
     reloaded = keras.layers.deserialize(keras.layers.serialize(ours))
     assert isinstance(reloaded, kl.Conv2D) and reloaded.get_config() == ours.get_config()
+
+
+@pytest.mark.parametrize("shape, filters, chunk_bytes", [((2, 67, 63, 24), 16, None), ((1, 8, 8, 24), 8, 4096),
+                                                         ((1, 5, 3, 24), 8, None)])
+def test_wide_3x3_convs_take_winograd_equal_to_the_direct_conv_with_its_gradients(onednn_rewrites, monkeypatch,
+                                                                                   shape, filters, chunk_bytes):
+    """Winograd F(2x2, 3x3) (thresholds lowered to these small shapes): odd and even sides, several chunks of
+    tile rows; the forward equals the direct conv to float32 rounding, the gradients are the direct conv's."""
+    import tensorflow as tf
+
+    from keras_visrec.layers import conv
+
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 16)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_PIXELS", 1)
+    if chunk_bytes:
+        monkeypatch.setattr(conv, "WINOGRAD_CHUNK_BYTES", chunk_bytes)  # 8x8: one tile row per chunk
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    layer = kl.Conv2D(filters, 3, padding="same")
+    layer.build(x.shape)
+    layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype("float32"))
+    layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
+    upstream = tf.constant(rng.normal(size=shape[:3] + (filters,)).astype("float32"))
+
+    def step(function):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = function(x)
+        return [y, *tape.gradient(y, [x, layer.kernel], upstream)]
+
+    graph = tf.function(lambda t: layer(t)).get_concrete_function(x).graph
+    calls = [op for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr]
+    tiles = -(-shape[1] // 2)
+    assert "Conv" not in {op.type for op in graph.get_operations()}
+    assert len(calls) == 2 * (tiles if chunk_bytes else 1)  # tile transform + untile per chunk
+    ours = step(layer)
+    direct = step(lambda t: tf.nn.conv2d(t, layer.kernel, 1, "SAME") + layer.bias)
+    errors = [float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(ours, direct)]
+    print(f"Winograd {shape}->{filters}: output, input gradient, kernel gradient relative errors {errors}")
+    assert errors[0] <= 1e-5 and max(errors[1:]) <= 1e-6
+    assert not conv.winograd_applies((1, 64, 64, 8), (3, 3, 8, 8))  # under the channel threshold
+    assert not conv.winograd_applies(shape, (3, 3, 24, 8), strides=(2, 2))
+    assert not conv.winograd_applies((1, None, None, 24), (3, 3, 24, 8))  # the map size must be static

@@ -13,6 +13,15 @@ it and takes ``Conv2D``'s own gradient ops for the backward pass. Other backends
 ``KERAS_VISREC_FUSED_TRAINING=0`` and processes without oneDNN rewrites run Keras's code.
 Weights, names and config are Keras's ``Conv2D``'s; exporters emit it as a plain ``Conv2D``.
 
+Wide 3×3 convolutions (stride 1, ``same`` padding, at least ``WINOGRAD_MIN_CHANNELS`` input
+channels on a map of at least ``WINOGRAD_MIN_PIXELS``: UperNet's FPN and fusion convs) compute their
+forward pass as Winograd F(2×2, 3×3) instead: 16 GEMMs over 4×4 input tiles do 2.25× fewer
+multiplications than the direct convolution, and the tile transforms are one XLA loop each. The
+result equals the direct convolution to float32 rounding (~1e-6 relative); the backward pass is the
+same ``Conv2D`` gradient ops as the direct path's, so training computes exactly the same gradients.
+The input tiles are transformed in chunks of tile rows (at most ``WINOGRAD_CHUNK_BYTES`` each), so
+the transformed input never holds more than that beside the map. HRNet and ADP-C have no such convs.
+
 :class:`DepthwiseConv2D` is the same idea for mixed precision: oneDNN's bfloat16 depthwise
 gradient kernels are about 2.5× slower than its float32 ones (ConvNeXt-T's 7×7 convs at batch 8 on
 an AVX-512/AMX CPU), so while training on the TensorFlow CPU path a bfloat16 / float16 depthwise
@@ -23,10 +32,19 @@ back): the same function with float32 accumulation, at float32 speed.
 import functools
 
 import keras
+import numpy as np
 
 from keras_visrec.layers import fused
 
-__all__ = ["Conv2D", "DepthwiseConv2D", "generic_conv_active", "tf_conv2d"]
+__all__ = ["Conv2D", "DepthwiseConv2D", "generic_conv_active", "tf_conv2d", "winograd_applies"]
+
+# Where Winograd F(2x2, 3x3) beats the direct convolution (2-core AVX-512 VM, bench/README.md: 2048->512 at
+# 128x128 0.63x the time, 512->512 at 64x64 0.73x; 512->512 at 32x32 1.39x, 64->48 2.0x)
+WINOGRAD_MIN_CHANNELS = 512
+WINOGRAD_MIN_PIXELS = 64 * 64
+WINOGRAD_CHUNK_BYTES = 256 * 2 ** 20
+# F(2x2, 3x3): kernel transform G, input transform B^T (rows), output transform A^T (rows)
+_WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], "float32")
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,8 +94,87 @@ def _generic_applies(x, kernel, dilations):
 def _generic(x, kernel, strides, padding):
     import tensorflow as tf
 
+    if winograd_applies(x.shape, kernel.shape, strides, padding):
+        return _winograd_conv()(x, tf.convert_to_tensor(kernel))
     conv = _generic_conv(tuple(strides), padding.upper())
     return conv(x, tf.convert_to_tensor(kernel))  # a tensor: the gradient reaches a variable kernel
+
+
+def winograd_applies(input_shape, kernel_shape, strides=(1, 1), padding="same"):
+    """Whether a convolution of these shapes takes the Winograd forward pass (static map size only)."""
+    height, width = input_shape[1], input_shape[2]
+    return (tuple(kernel_shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and padding.lower() == "same"
+            and height is not None and width is not None and height * width >= WINOGRAD_MIN_PIXELS
+            and kernel_shape[2] >= WINOGRAD_MIN_CHANNELS)
+
+
+@functools.lru_cache(maxsize=None)
+def _winograd_transforms():
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True, autograph=False)
+    def tiles(padded, tile_rows, tile_cols):
+        """``B^T d B`` of every 4×4 tile (stride 2) of ``padded``: ``(16, batch·rows·cols, C)``."""
+        rows = [padded[:, a:a + 2 * tile_rows:2] for a in range(4)]
+        transformed = []
+        for r in (rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3]):
+            cols = [r[:, :, b:b + 2 * tile_cols:2] for b in range(4)]
+            transformed += [cols[0] - cols[2], cols[1] + cols[2], cols[2] - cols[1], cols[1] - cols[3]]
+        return tf.reshape(tf.stack(transformed), (16, -1, padded.shape[-1]))
+
+    @tf.function(jit_compile=True, autograph=False)
+    def untile(products, tile_rows, tile_cols):
+        """``A^T m A`` of every tile's 4×4 products, laid out as the ``(batch, 2·rows, 2·cols, C)`` map."""
+        m = [products[k] for k in range(16)]
+        half = [(m[b] + m[4 + b] + m[8 + b], m[4 + b] - m[8 + b] - m[12 + b]) for b in range(4)]
+        out = [[c[0] + c[1] + c[2], c[1] - c[2] - c[3]] for c in ([half[b][i] for b in range(4)] for i in range(2))]
+        y = tf.stack([tf.stack(out[0], axis=1), tf.stack(out[1], axis=1)], axis=1)  # (P, 2, 2, C)
+        y = tf.reshape(y, (-1, tile_rows, tile_cols, 2, 2, products.shape[-1]))
+        return tf.reshape(tf.transpose(y, (0, 1, 3, 2, 4, 5)), (-1, 2 * tile_rows, 2 * tile_cols, products.shape[-1]))
+
+    return tiles, untile
+
+
+def _winograd_forward(x, kernel):
+    """3×3, stride 1, ``same`` convolution as Winograd F(2×2, 3×3), in chunks of tile rows."""
+    import tensorflow as tf
+
+    tiles, untile = _winograd_transforms()
+    height, width, channels, filters = x.shape[1], x.shape[2], kernel.shape[2], kernel.shape[3]
+    tile_rows, tile_cols = (height + 1) // 2, (width + 1) // 2
+    # one pixel of zeros around the map (the "same" padding), plus one more where a side is odd
+    padded = tf.pad(x, [[0, 0], [1, 1 + height % 2], [1, 1 + width % 2], [0, 0]])
+    transformed_kernel = tf.reshape(tf.einsum("ai,ijco,bj->abco", _WINOGRAD_G, kernel, _WINOGRAD_G),
+                                    (16, channels, filters))
+    batch = x.shape[0] or 1
+    chunk = max(1, WINOGRAD_CHUNK_BYTES // (16 * 4 * batch * tile_cols * channels))
+    outputs = []
+    for start in range(0, tile_rows, chunk):
+        rows = min(chunk, tile_rows - start)
+        window = padded[:, 2 * start:2 * (start + rows) + 2]
+        outputs.append(untile(tf.matmul(tiles(window, rows, tile_cols), transformed_kernel), rows, tile_cols))
+    y = outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=1)
+    return y[:, :height, :width]
+
+
+@functools.lru_cache(maxsize=None)
+def _winograd_conv():
+    import tensorflow as tf
+
+    strides4 = [1, 1, 1, 1]
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(upstream):  # the direct convolution's gradient, as the generic path takes it
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
+                                                strides=strides4, padding="SAME")
+            dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream,
+                                                 strides=strides4, padding="SAME")
+            return dx, dk
+
+        return _winograd_forward(x, kernel), grad
+
+    return conv
 
 
 def tf_conv2d(x, kernel, strides=(1, 1), padding="VALID", dilations=(1, 1)):

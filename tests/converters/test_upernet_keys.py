@@ -153,6 +153,27 @@ def test_upernet_parity_with_transformers_in_both_layouts(tmp_path, version):
     assert all(key.endswith("num_batches_tracked") for key in summary["ignored"])
 
 
+def test_upernet_parity_with_transformers_through_the_winograd_convs(tmp_path, monkeypatch):
+    """At full size UperNet's FPN and fusion convs (512+ channels, maps of 64x64 and more) take Winograd
+    F(2x2, 3x3) on the TensorFlow CPU path; forced here (thresholds lowered) on the small model."""
+    import tensorflow as tf
+
+    from keras_visrec.layers import conv
+
+    if not conv.generic_conv_active():
+        pytest.skip("the Winograd path is the TensorFlow oneDNN CPU path's")
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 16)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_PIXELS", 1)
+    hf = _hf_upernet(1, seed=3)
+    x = _images(seed=3)
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(hf.state_dict(), path)
+    model = _ours(path, 1)
+    graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(tf.constant(x)).graph
+    assert sum("_XlaMustCompile" in op.node_def.attr for op in graph.get_operations()) >= 2 * 5  # FPN 3 + fusion + PPM
+    _compare(model, x, _hf_outputs(hf, x), "UperNet V1 (Winograd convs)")
+
+
 def test_inference_model_loads_and_reports_the_auxiliary_head(tmp_path):
     hf = _hf_upernet(1, seed=3)
     path = tmp_path / "upernet.pth"
