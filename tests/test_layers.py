@@ -275,7 +275,8 @@ def test_conv2d_off_onednn_equals_keras_conv2d_forward_and_backward(onednn_rewri
 def test_wide_3x3_convs_take_winograd_equal_to_the_direct_conv_with_its_gradients(onednn_rewrites, monkeypatch,
                                                                                    shape, filters, chunk_bytes):
     """Winograd F(2x2, 3x3) (thresholds lowered to these small shapes): odd and even sides, several chunks of
-    tile rows; the forward equals the direct conv to float32 rounding, the gradients are the direct conv's."""
+    tile rows; the forward and the input gradient (Winograd too: 16 upstream channels) equal the direct conv's
+    to float32 rounding, the kernel gradient is the direct conv's op."""
     import tensorflow as tf
 
     from keras_visrec.layers import conv
@@ -307,7 +308,7 @@ def test_wide_3x3_convs_take_winograd_equal_to_the_direct_conv_with_its_gradient
     direct = step(lambda t: tf.nn.conv2d(t, layer.kernel, 1, "SAME") + layer.bias)
     errors = [float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(ours, direct)]
     print(f"Winograd {shape}->{filters}: output, input gradient, kernel gradient relative errors {errors}")
-    assert errors[0] <= 1e-5 and max(errors[1:]) <= 1e-6
+    assert max(errors) <= 1e-5
     assert not conv.winograd_applies((1, 64, 64, 8), (3, 3, 8, 8))  # under the channel threshold
     assert not conv.winograd_applies(shape, (3, 3, 24, 8), strides=(2, 2))
     assert not conv.winograd_applies((1, None, None, 24), (3, 3, 24, 8))  # the map size must be static

@@ -17,10 +17,11 @@ Wide 3×3 convolutions (stride 1, ``same`` padding, at least ``WINOGRAD_MIN_CHAN
 channels on a map of at least ``WINOGRAD_MIN_PIXELS``: UperNet's FPN and fusion convs) compute their
 forward pass as Winograd F(2×2, 3×3) instead: 16 GEMMs over 4×4 input tiles do 2.25× fewer
 multiplications than the direct convolution, and the tile transforms are one XLA loop each. The
-result equals the direct convolution to float32 rounding (~1e-6 relative); the backward pass is the
-same ``Conv2D`` gradient ops as the direct path's, so training computes exactly the same gradients.
-The input tiles are transformed in chunks of tile rows (at most ``WINOGRAD_CHUNK_BYTES`` each), so
-the transformed input never holds more than that beside the map. HRNet and ADP-C have no such convs.
+result equals the direct convolution to float32 rounding (~1e-6 relative). The input gradient, itself
+a 3×3 "same" convolution (of the upstream gradient with the rotated kernel), takes Winograd too where
+it is as wide; the kernel gradient is ``Conv2D``'s own op.
+The input tiles are transformed in chunks of tile rows of at most ``WINOGRAD_CHUNK_BYTES`` (per image
+when the batch size is unknown at trace time), so the 4× larger transformed input never has to exist whole. HRNet and ADP-C have no such convs.
 
 :class:`DepthwiseConv2D` is the same idea for mixed precision: oneDNN's bfloat16 depthwise
 gradient kernels are about 2.5× slower than its float32 ones (ConvNeXt-T's 7×7 convs at batch 8 on
@@ -165,9 +166,15 @@ def _winograd_conv():
 
     @tf.custom_gradient
     def conv(x, kernel):
-        def grad(upstream):  # the direct convolution's gradient, as the generic path takes it
-            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
-                                                strides=strides4, padding="SAME")
+        def grad(upstream):
+            # the input gradient of a 3x3 stride-1 "same" conv is the "same" conv of the upstream gradient with
+            # the kernel rotated by 180° and its channel axes swapped: Winograd again where that one is wide
+            flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+            if winograd_applies(upstream.shape, flipped.shape):
+                dx = _winograd_forward(upstream, flipped)
+            else:
+                dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
+                                                    strides=strides4, padding="SAME")
             dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream,
                                                  strides=strides4, padding="SAME")
             return dx, dk
