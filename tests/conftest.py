@@ -51,3 +51,18 @@ def digits32():
     from keras_visrec.data import load_digits_images
 
     return load_digits_images(size=32)
+
+
+@pytest.fixture
+def onednn_rewrites(monkeypatch):
+    """As in a process where ``import keras_visrec`` came first (or on CPUs where TensorFlow turns them on by
+    default, e.g. with AVX512_VNNI / AMX): TensorFlow rewrites convs to oneDNN, so ``layers.Conv2D`` takes
+    TensorFlow's generic ``Conv`` op. The suite imports TensorFlow first, which leaves them off elsewhere."""
+    from keras_visrec.layers import conv
+
+    conv._onednn_on_cpu_only.cache_clear()
+    from tensorflow.python.util import _pywrap_util_port
+
+    monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: True)
+    yield
+    conv._onednn_on_cpu_only.cache_clear()

@@ -216,19 +216,6 @@ def test_batch_norm_keeps_keras_path_where_fusing_does_not_apply():
     assert "FusedBatchNormV3" not in {op.type for op in inference.get_operations()}
 
 
-@pytest.fixture
-def onednn_rewrites(monkeypatch):
-    """As in a process where ``import keras_visrec`` came first: TensorFlow rewrites convs to oneDNN."""
-    from keras_visrec.layers import conv
-
-    conv._onednn_on_cpu_only.cache_clear()
-    from tensorflow.python.util import _pywrap_util_port
-
-    monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: True)
-    yield
-    conv._onednn_on_cpu_only.cache_clear()
-
-
 @pytest.mark.parametrize("options", [dict(kernel_size=3, padding="same"), dict(kernel_size=3, strides=2),
                                      dict(kernel_size=1, use_bias=False), dict(kernel_size=3, padding="same",
                                                                                dilation_rate=2)])

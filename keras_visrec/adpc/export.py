@@ -11,6 +11,7 @@ the report and the agreement check are :func:`keras_visrec.tflite.export_tflite`
 from keras_visrec.adpc.exits import make_exit
 from keras_visrec.adpc.masking import MaskHook, confidence_mask, validate_mode
 from keras_visrec.hrnet import HRNetOps, exit_input, seg_head, stage, stem_and_layer1, transition
+from keras_visrec.layers import fused_training
 
 __all__ = ["export_anytime_tflite", "exit_signatures"]
 
@@ -46,10 +47,13 @@ def exit_signatures(model, input_shape, mode="none"):
         out.update({f"feature_{i}": x for i, x in enumerate(xs)})
         return out
 
+    # traced with the fused TensorFlow paths off: layers.Conv2D then emits Conv2D, which TFLite converts (its
+    # generic Conv op, taken where oneDNN rewrites are on, has no TFLite kernel)
     @tf.function(input_signature=[tf.TensorSpec((1, h, w, 3), tf.float32, name="image")])
     def exit1(image):
-        ops, hook = ops_for(None)
-        return finish(ops, hook, stem_and_layer1(ops, image, config), 1, None)
+        with fused_training(False):
+            ops, hook = ops_for(None)
+            return finish(ops, hook, stem_and_layer1(ops, image, config), 1, None)
 
     def make(k):
         specs = [tf.TensorSpec((1, h // 2 ** (i + 2), w // 2 ** (i + 2), c), tf.float32, name=f"feature_{i}")
@@ -57,11 +61,12 @@ def exit_signatures(model, input_shape, mode="none"):
 
         @tf.function(input_signature=specs + [logits_spec])
         def resume(*args):
-            xs, previous = list(args[:-1]), args[-1]
-            ops, hook = ops_for(previous)
-            xs = transition(ops, xs, config["stages"][k - 2][2], k - 1)
-            xs = stage(ops, xs, config["stages"][k - 2], k)
-            return finish(ops, hook, xs, k, previous)
+            with fused_training(False):
+                xs, previous = list(args[:-1]), args[-1]
+                ops, hook = ops_for(previous)
+                xs = transition(ops, xs, config["stages"][k - 2][2], k - 1)
+                xs = stage(ops, xs, config["stages"][k - 2], k)
+                return finish(ops, hook, xs, k, previous)
 
         return resume
 

@@ -13,7 +13,8 @@ pytest.importorskip("ai_edge_litert")
 
 
 @pytest.mark.slow
-def test_per_exit_signatures_match_keras(tiny_config, tmp_path):
+def test_per_exit_signatures_match_keras(tiny_config, tmp_path, onednn_rewrites):
+    # with oneDNN rewrites on (layers.Conv2D's generic Conv op, which TFLite cannot convert, in the Keras model)
     model = AnytimeHRNet(tiny_config, classes=5, exit_width=8, name="tiny")
     report = export_anytime_tflite(model, tmp_path / "anytime.tflite", (64, 64, 3))
     # the one export surface: an ExportReport whose agreement covers every signature
