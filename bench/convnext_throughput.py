@@ -349,8 +349,8 @@ def _pipeline(args):
             Image.fromarray(pixels).save(os.path.join(folder, f"class{index % 2}", f"{index}.jpg"), quality=90)
         source = load_image_source(folder, "train", None, None)
         augment = train_image_augmenter(args.image_size, seed=0)
-        dataset = _train_pipeline(source, source.num_classes, args.image_size, batch, augment,
-                                  MixupOrCutMix(0.8, 1.0, seed=0), False, 0).repeat()
+        dataset = _train_pipeline(source, source.num_classes, batch, augment, MixupOrCutMix(0.8, 1.0, seed=0),
+                                  False, 0, first_epoch=0, last_epoch=10 ** 6)
         iterator = iter(dataset)
         for _ in range(2):
             next(iterator)

@@ -256,3 +256,13 @@ def test_throughput_bench_rejects_bad_flags_before_timing(flags, message):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and "img/s" not in result.stdout
+
+
+def test_throughput_bench_pipeline_part_runs_the_finetune_pipeline():
+    """``--part pipeline`` drives the fine-tune command's own tf.data pipeline (it broke silently once when
+    the pipeline's signature changed)."""
+    result = subprocess.run([sys.executable, os.path.join(_ROOT, "bench", "convnext_throughput.py"), "--part", "pipeline",
+                             "--batch", "2", "--image-size", "32", "--rounds", "1", "--repeats", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "finetune tf.data pipeline img/s (32x32, batch 2" in result.stdout
