@@ -20,8 +20,9 @@ multiplications than the direct convolution, and the tile transforms are one XLA
 result equals the direct convolution to float32 rounding (~1e-6 relative). The input gradient, itself
 a 3×3 "same" convolution (of the upstream gradient with the rotated kernel), takes Winograd too where
 it is as wide; the kernel gradient is ``Conv2D``'s own op.
-The input tiles are transformed in chunks of tile rows of at most ``WINOGRAD_CHUNK_BYTES`` (per image
-when the batch size is unknown at trace time), so the 4× larger transformed input never has to exist whole. HRNet and ADP-C have no such convs.
+The tiles are processed in chunks of tile rows whose transformed input and products each take at most
+``WINOGRAD_CHUNK_BYTES`` (per image when the batch size is unknown at trace time), so neither (4× the
+map's size) has to exist whole. HRNet and ADP-C have no such convs.
 
 :class:`DepthwiseConv2D` is the same idea for mixed precision: oneDNN's bfloat16 depthwise
 gradient kernels are about 2.5× slower than its float32 ones (ConvNeXt-T's 7×7 convs at batch 8 on
@@ -43,7 +44,7 @@ __all__ = ["Conv2D", "DepthwiseConv2D", "generic_conv_active", "tf_conv2d", "win
 # 128x128 0.63x the time, 512->512 at 64x64 0.73x; 512->512 at 32x32 1.39x, 64->48 2.0x)
 WINOGRAD_MIN_CHANNELS = 512
 WINOGRAD_MIN_PIXELS = 64 * 64
-WINOGRAD_CHUNK_BYTES = 256 * 2 ** 20
+WINOGRAD_CHUNK_BYTES = 64 * 2 ** 20
 # F(2x2, 3x3): kernel transform G, input transform B^T (rows), output transform A^T (rows)
 _WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], "float32")
 
@@ -148,7 +149,8 @@ def _winograd_forward(x, kernel):
     transformed_kernel = tf.reshape(tf.einsum("ai,ijco,bj->abco", _WINOGRAD_G, kernel, _WINOGRAD_G),
                                     (16, channels, filters))
     batch = x.shape[0] or 1
-    chunk = max(1, WINOGRAD_CHUNK_BYTES // (16 * 4 * batch * tile_cols * channels))
+    # the transformed input (16 x tiles x C_in) and the products (16 x tiles x C_out) of a chunk within the budget
+    chunk = max(1, WINOGRAD_CHUNK_BYTES // (16 * 4 * batch * tile_cols * max(channels, filters)))
     outputs = []
     for start in range(0, tile_rows, chunk):
         rows = min(chunk, tile_rows - start)
