@@ -58,6 +58,21 @@ def _onednn_on_cpu_only():
     return bool(_pywrap_util_port.IsMklEnabled()) and not tf.config.list_physical_devices("GPU")
 
 
+# the ops TensorFlow's own Conv2D gradient uses, with the same attributes (undilated)
+def _input_gradient(x, kernel, upstream, strides4, padding):
+    import tensorflow as tf
+
+    return tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
+                                          strides=strides4, padding=padding, dilations=[1, 1, 1, 1])
+
+
+def _kernel_gradient(x, kernel, upstream, strides4, padding):
+    import tensorflow as tf
+
+    return tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream,
+                                           strides=strides4, padding=padding, dilations=[1, 1, 1, 1])
+
+
 @functools.lru_cache(maxsize=None)
 def _generic_conv(strides, padding):
     import tensorflow as tf
@@ -70,12 +85,8 @@ def _generic_conv(strides, padding):
                             data_format="CHANNELS_LAST", dilations=dilations4)
 
         def grad(upstream):
-            # the ops TensorFlow's own Conv2D gradient uses, with the same attributes
-            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
-                                                strides=strides4, padding=padding, dilations=dilations4)
-            dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream,
-                                                 strides=strides4, padding=padding, dilations=dilations4)
-            return dx, dk
+            return (_input_gradient(x, kernel, upstream, strides4, padding),
+                    _kernel_gradient(x, kernel, upstream, strides4, padding))
 
         return y, grad
 
@@ -175,11 +186,8 @@ def _winograd_conv():
             if winograd_applies(upstream.shape, flipped.shape):
                 dx = _winograd_forward(upstream, flipped)
             else:
-                dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
-                                                    strides=strides4, padding="SAME")
-            dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream,
-                                                 strides=strides4, padding="SAME")
-            return dx, dk
+                dx = _input_gradient(x, kernel, upstream, strides4, "SAME")
+            return dx, _kernel_gradient(x, kernel, upstream, strides4, "SAME")
 
         return _winograd_forward(x, kernel), grad
 
