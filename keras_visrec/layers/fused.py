@@ -13,9 +13,10 @@ This is TensorFlow-specific on purpose (XLA clusters inside a non-XLA graph). La
 :func:`gelu` and :func:`layer_norm` only while training and only when :func:`fused_enabled`
 says so — the TensorFlow backend, float32 (LayerNorm and GELU also bfloat16 and float16, computed
 in float32 inside the kernel: under ``mixed_bfloat16`` autodiff of GELU is a dozen bfloat16 passes
-that cost more than the AMX matmuls save), and the switch on; every other case runs the layer's generic ``keras.ops`` code, which is what other
-backends always run. Inference keeps the generic graph, where TensorFlow's oneDNN rewrite fuses
-MatMul + BiasAdd + GELU into one kernel, and which every exporter reads.
+that cost more than the AMX matmuls save), and the switch on; every other case runs the layer's
+generic ``keras.ops`` code, which is what other backends always run. Inference keeps the generic
+graph, where TensorFlow's oneDNN rewrite fuses MatMul + BiasAdd + GELU into one kernel, and which
+every exporter reads.
 
 The switch: ``fused_training(False)`` (a context manager, per thread) or the environment
 variable ``KERAS_VISREC_FUSED_TRAINING=0`` turns the fast paths off; the choice is read when a
