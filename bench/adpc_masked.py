@@ -94,6 +94,9 @@ def _parse():
     parser.add_argument("--dense-above", type=float, default=None,
                         help="one fixed share of active tiles above which every conv runs densely; default: the "
                              "measured crossover of each conv kind")
+    parser.add_argument("--dense-fill", choices=("rbf", "computed"), default="rbf",
+                        help="--scale paper: what the measured rule's dense convs leave at skipped pixels (the RBF "
+                             "fill, the dense simulation's result; or their computed values, no blend pass)")
     parser.add_argument("--crossover-table", default=None,
                         help="JSON file of measured crossovers to read and extend (default: adpc_crossover.json in "
                              "the keras_visrec cache)")
@@ -360,7 +363,7 @@ def _paper_model(backbone, image_size, tile):
                         name=f"paper_{backbone}")
 
 
-def _segment_runner(model, k, mode, tile, dense_above, table):
+def _segment_runner(model, k, mode, tile, dense_above, table, dense_fill="rbf"):
     """``fn(xs, previous logits, mask) -> (xs, logits)``: segment ``k`` (2–4) alone, as ``iter_exits`` runs it."""
     import tensorflow as tf
 
@@ -375,7 +378,8 @@ def _segment_runner(model, k, mode, tile, dense_above, table):
         hook = None
         if mode != "none":
             rule = {"sparse": dense_above, "sparse_always": 1.0}.get(mode)
-            hook = ops.conv_hook = MaskHook(mask, "dense" if mode == "dense" else "sparse", tile, rule, table)
+            fill = dense_fill if mode == "sparse" else "rbf"
+            hook = ops.conv_hook = MaskHook(mask, "dense" if mode == "dense" else "sparse", tile, rule, table, fill)
         xs = stage(ops, transition(ops, list(xs), config[2], k - 1), config, k)
         if k == 4:
             logits = branches_head(ops, xs, model.classes, "last_layer")
@@ -481,7 +485,7 @@ def _paper_backbone(args, backbone, table):
     first = _first_segment(model)
     _, (xs, logits) = _timed(first, image)
     inputs = {2: (xs, logits)}  # segment inputs: the unmasked features (their values do not change the work)
-    runners = {(mode, k): _segment_runner(model, k, mode, args.tile, args.dense_above, table)
+    runners = {(mode, k): _segment_runner(model, k, mode, args.tile, args.dense_above, table, args.dense_fill)
                for mode in PAPER_MODES for k in (2, 3, 4)}
     quarter = (height // 4, width // 4)
     zero_mask = tf.zeros((1, *quarter))
@@ -527,7 +531,8 @@ def _operating_point(args, backbone, model, first, image, masks, table):
 
     chained = {}
     for mode in ("none", "dense", "sparse"):
-        runners = [_segment_runner(model, k, mode, args.tile, args.dense_above, table) for k in (2, 3, 4)]
+        runners = [_segment_runner(model, k, mode, args.tile, args.dense_above, table, args.dense_fill)
+                   for k in (2, 3, 4)]
 
         def run(image, m2, m3, m4, runners=runners):
             xs, logits = first(image)

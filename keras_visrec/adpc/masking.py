@@ -9,6 +9,14 @@
   ``y`` only where ``m = 1``, and those positions are computed exactly, so ``"sparse"`` reproduces
   ``"dense"`` everywhere up to float rounding.
 
+What a convolution that the sparse mode runs densely does with the skipped pixels is
+``dense_fill``: `"rbf"` (default) blends them as above, so the result stays the dense
+simulation's; `"computed"` keeps the values it computed there, as the unmasked network does,
+and saves the blend pass. That is what makes a busy segment (most convs dense) no slower than
+the unmasked one, and it changes the outputs: a pixel computed next to a skipped one then reads
+its neighbour's real features instead of the RBF fill (the exit still copies the previous
+prediction wherever the mask is 0).
+
 :class:`MaskHook` is the ``conv_hook`` of one masked segment; it hands each convolution to the
 executor of its output resolution. The sparse kernels use TensorFlow gather/scatter ops (the
 TensorFlow backend).
@@ -20,10 +28,16 @@ from keras import ops
 
 from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
 from keras_visrec.adpc.sparse import TilePlan, dense_conv, dense_pointwise_head, tile_side
+from keras_visrec.arguments import check_choice
 
-__all__ = ["MASK_MODES", "DenseSimulation", "MaskHook", "SparseExecutor", "confidence_mask", "resize_mask", "share_mask"]
+__all__ = ["DENSE_FILLS", "MASK_MODES", "DenseSimulation", "MaskHook", "SparseExecutor", "confidence_mask", "resize_mask", "share_mask"]
 
 MASK_MODES = ("none", "dense", "sparse")
+DENSE_FILLS = ("rbf", "computed")
+
+
+def validate_dense_fill(dense_fill):
+    return check_choice(dense_fill, "dense_fill", DENSE_FILLS)
 
 
 def validate_threshold(threshold):
@@ -121,9 +135,11 @@ class MaskHook:
             convolution instead. Defaults to `None`.
         crossover: :class:`keras_visrec.adpc.crossover.CrossoverTable` or `None`. The measured
             crossovers; `None` uses :func:`keras_visrec.adpc.crossover.default_table`.
+        dense_fill: `"rbf"` or `"computed"`. Sparse mode: what a convolution run densely leaves at
+            the skipped pixels (see the module docstring). Defaults to `"rbf"`.
     """
 
-    def __init__(self, mask, mode="dense", tile=1, dense_above=None, crossover=None):
+    def __init__(self, mask, mode="dense", tile=1, dense_above=None, crossover=None, dense_fill="rbf"):
         self.mask = mask
         self.mode = validate_mode(mode)
         self.tile = int(tile)
@@ -132,6 +148,7 @@ class MaskHook:
             raise ValueError(f"`dense_above` must be None or a number in [0, 1]; received dense_above={dense_above!r}.")
         self.dense_above = None if dense_above is None else float(dense_above)
         self.crossover = crossover
+        self.dense_fill = validate_dense_fill(dense_fill)
         self._cache = {}  # (h, w) -> mask at that resolution
         self._executors = {}  # (h, w) -> executor
 
@@ -207,7 +224,8 @@ class SparseExecutor:
     among the rest and the dense convolution, the one whose predicted time at the measured share is
     least runs (``tf.switch_case``). Every way is exact on the computed pixels, and one XLA-fused pass
     (:func:`keras_visrec.adpc.layers.fused_rbf_interpolate`) does the blend and what follows the
-    conv. A map that is a single tile always runs densely.
+    conv; with the hook's ``dense_fill="computed"`` the dense choice skips the blend (BatchNorm, sum
+    and ReLU on every pixel, as unmasked). A map that is a single tile always runs densely.
     """
 
     def __init__(self, hook, height, width):
@@ -260,23 +278,32 @@ class SparseExecutor:
         choice = tf.argmin(tf.stack([tf.cast(p, tf.float32) for p in predicted]), output_type=tf.int32)
         return tf.switch_case(choice, [dense] + [ways[way][0] for way in options])
 
-    def _conv_output(self, layer, x, stride, pad):
-        """The conv, exact on the computed pixels (finite elsewhere)."""
+    def _masked_conv(self, layer, x, stride, pad, scale=1.0, offset=0.0, relu=False, residual=None):
+        """``relu(blend(conv(x)) · scale + offset + residual)``, the conv by the chosen way; a dense choice
+        under ``dense_fill="computed"`` leaves out the blend."""
         from keras_visrec.adpc.crossover import conv_kind, ways_of
 
+        def blended(y):
+            return fused_rbf_interpolate(y, self.mask4, layer.rbf_lambda, scale, offset, relu, residual)
+
+        def computed(y):
+            y = y * scale + offset
+            y = y if residual is None else y + residual
+            return ops.relu(y) if relu else y
+
+        finish = computed if self.hook.dense_fill == "computed" else blended
         kind = conv_kind(layer.kernel_size[0], stride, x.shape[-1], layer.filters, self.height, self.width, self.tile)
-        ways = {way: (lambda way=way: self.plan.conv(layer, x, stride, pad, way),
+        ways = {way: (lambda way=way: blended(self.plan.conv(layer, x, stride, pad, way)),
                       lambda way=way: self.plan.prepare(x, layer, stride, pad, way))
                 for way in ways_of(kind) if way != "strips" or pad == 1}
-        return self._choose(kind, lambda: dense_conv(layer, x, stride, pad), ways, stride)
+        return self._choose(kind, lambda: finish(dense_conv(layer, x, stride, pad)), ways, stride)
 
     def conv(self, layer, x, stride, pad):
-        return fused_rbf_interpolate(self._conv_output(layer, x, stride, pad), self.mask4, layer.rbf_lambda)
+        return self._masked_conv(layer, x, stride, pad)
 
     def conv_bn(self, layer, bn, x, stride, pad, relu, residual=None):
         scale, offset = batch_norm_affine(bn)
-        return fused_rbf_interpolate(self._conv_output(layer, x, stride, pad), self.mask4, layer.rbf_lambda, scale,
-                                     offset, relu, residual)
+        return self._masked_conv(layer, x, stride, pad, scale, offset, relu, residual)
 
     def pointwise_head(self, xs, conv, bn, classifier, default):
         """The head at the computed pixels only (:meth:`TilePlan.pointwise_head`), or on every pixel

@@ -27,7 +27,7 @@ from keras import ops as kops
 
 from keras_visrec.adpc.exits import EXIT_TYPES, make_exit
 from keras_visrec.adpc.layers import MaskedConv2D
-from keras_visrec.adpc.masking import MaskHook, confidence_mask, validate_mode, validate_threshold
+from keras_visrec.adpc.masking import MaskHook, confidence_mask, validate_dense_fill, validate_mode, validate_threshold
 from keras_visrec.arguments import (check_choice, model_inputs, validate_classes, validate_classifier_activation,
                                     validate_input_shape, validate_name, validate_rate)
 from keras_visrec.data.mpii import heatmap_compute_mask
@@ -141,6 +141,10 @@ class AnytimeHRNet(keras.Model):
             share of its tiles is active; `None` decides per convolution kind from the measured
             crossover (:mod:`keras_visrec.adpc.crossover`, probed once per machine and cached).
             Defaults to `0.5`.
+        dense_fill: `"rbf"` or `"computed"`. Sparse mode: a conv run densely blends the skipped pixels
+            by the RBF fill (`"rbf"`, the dense simulation's result) or keeps the values it computed
+            there (`"computed"`: no blend pass, so a busy segment costs what the unmasked one does;
+            the outputs then differ from ``mode="dense"``). Defaults to `"rbf"`.
         input_shape: optional ``(height, width, 3)``, sides `None` or multiples of 32.
         bn_momentum: float. Keras BatchNormalization momentum. Defaults to `0.99` (the paper's
             PyTorch 0.01); short runs want less (e.g. 0.9) for usable moving statistics.
@@ -173,7 +177,7 @@ class AnytimeHRNet(keras.Model):
 
     def __init__(self, backbone="w48", classes=None, exit_type="rh", exit_width=None, threshold=None, mode="dense",
                  tile=1, dense_above=0.5, input_shape=None, bn_momentum=BN_MOMENTUM, name=None, *,
-                 task="segmentation", mask_fn=None, weights=None, input_tensor=None, include_preprocessing=True,
+                 dense_fill="rbf", task="segmentation", mask_fn=None, weights=None, input_tensor=None, include_preprocessing=True,
                  classifier_activation=None, **kwargs):
         task = check_choice(task, "task", TASKS)
         defaults = _TASK_DEFAULTS[task]
@@ -206,6 +210,7 @@ class AnytimeHRNet(keras.Model):
         self.mode = mode
         self.tile = tile
         self.dense_above = dense_above
+        self.dense_fill = dense_fill
         self.mask_fn = mask_fn
         self.classifier_activation = classifier_activation
         self.include_preprocessing = bool(include_preprocessing)
@@ -262,6 +267,14 @@ class AnytimeHRNet(keras.Model):
         self._dense_above = None if value is None else validate_rate(value, "dense_above", high_inclusive=True)
 
     @property
+    def dense_fill(self):
+        return self._dense_fill
+
+    @dense_fill.setter
+    def dense_fill(self, value):
+        self._dense_fill = validate_dense_fill(value)
+
+    @property
     def mask_fn(self):
         """The confidence rule in use: ``fn(outputs, threshold) -> (batch, h, w)`` mask, 1 = compute."""
         return self._mask_fn
@@ -312,7 +325,8 @@ class AnytimeHRNet(keras.Model):
                 outputs = previous * (1.0 - keep) + outputs * keep
             yield self._activate(outputs)
             if mode != "none" and k < NUM_EXITS:
-                hook = MaskHook(self._compute_mask(outputs, threshold), mode, self.tile, self.dense_above)
+                hook = MaskHook(self._compute_mask(outputs, threshold), mode, self.tile, self.dense_above,
+                                dense_fill=self.dense_fill)
                 ops.conv_hook = hook
                 self.last_hooks.append(hook)
             previous = outputs
@@ -342,14 +356,14 @@ class AnytimeHRNet(keras.Model):
 
         ``computed shares`` is a list (segments 2–4) of ``{"HxW": share}``; empty when
         ``mode == "none"``. This is the fast inference path (graph mode). The cache is keyed on
-        everything the traced function reads (mode, threshold, tile, dense_above, the mask rule,
+        everything the traced function reads (mode, threshold, tile, dense_above, dense_fill, the mask rule,
         the output activation), so changing any of them traces a new function.
         """
         import tensorflow as tf
 
         mode = validate_mode(mode or self.mode)
         threshold = self.threshold if threshold is None else validate_threshold(threshold)
-        key = (mode, threshold, self.tile, self.dense_above, self.mask_fn, self.classifier_activation)
+        key = (mode, threshold, self.tile, self.dense_above, self.dense_fill, self.mask_fn, self.classifier_activation)
         if key not in self._compiled:
             def run(images):
                 outputs = self.anytime(images, mode=mode, threshold=threshold)
@@ -364,7 +378,7 @@ class AnytimeHRNet(keras.Model):
         return {
             "backbone": self.backbone, "classes": self.classes, "exit_type": self.exit_type,
             "exit_width": self.exit_width, "threshold": self.threshold, "mode": self.mode, "tile": self.tile,
-            "dense_above": self.dense_above, "input_shape": self.input_shape_arg, "name": self.name,
+            "dense_above": self.dense_above, "dense_fill": self.dense_fill, "input_shape": self.input_shape_arg, "name": self.name,
             "bn_momentum": self.bn_momentum, "task": self.task,
             "mask_fn": _serialize_callable(self._mask_rule, MASK_RULES),
             "include_preprocessing": self.include_preprocessing,
@@ -410,12 +424,12 @@ def _make_builder(builder_name, key, task, title):
     arch = f"adpc_{'pose_' if task == 'pose' else ''}hrnetv2_{key}"
 
     def builder(weights=None, *, classes=None, exit_type=None, exit_width=None, threshold=None, mode=None, tile=1,
-                dense_above=0.5, input_shape=None, input_tensor=None, include_preprocessing=True,
+                dense_above=0.5, dense_fill="rbf", input_shape=None, input_tensor=None, include_preprocessing=True,
                 classifier_activation=None, mask_fn=None, bn_momentum=BN_MOMENTUM, name=None):
         release = _release_settings(weights, arch)
         return AnytimeHRNet(key, classes=classes, exit_type=exit_type or release.get("exit_type", "rh"),
                             exit_width=exit_width, threshold=threshold, mode=mode or release.get("mode", "dense"),
-                            tile=tile, dense_above=dense_above, input_shape=input_shape, bn_momentum=bn_momentum,
+                            tile=tile, dense_above=dense_above, dense_fill=dense_fill, input_shape=input_shape, bn_momentum=bn_momentum,
                             name=arch if name is None else name, task=task, mask_fn=mask_fn, weights=weights, input_tensor=input_tensor,
                             include_preprocessing=include_preprocessing, classifier_activation=classifier_activation)
 

@@ -80,6 +80,32 @@ def test_sparse_equals_dense_simulation(tiny_model, tile):
     assert not np.allclose(keras.ops.convert_to_numpy(none[3]), dense[3])
 
 
+def test_computed_dense_fill_is_the_unmasked_network_where_convs_run_densely(tiny_model):
+    """``dense_fill="computed"``: a conv run densely keeps its values at the skipped pixels, so with every conv
+    dense each exit is the unmasked network's on the computed pixels and the previous exit's elsewhere."""
+    x = np.random.default_rng(4).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    threshold = _median_threshold(tiny_model, x)
+    none = [keras.ops.convert_to_numpy(o) for o in tiny_model.anytime(x, mode="none")]
+    dense = [keras.ops.convert_to_numpy(o) for o in tiny_model.anytime(x, mode="dense", threshold=threshold)]
+    tiny_model.dense_fill = "computed"
+    tiny_model.dense_above = 0.0  # every conv dense
+    outs = [keras.ops.convert_to_numpy(o) for o in tiny_model.anytime(x, mode="sparse", threshold=threshold)]
+    keeps = [keras.ops.convert_to_numpy(hook.mask)[..., None] for hook in tiny_model.last_hooks]
+    assert all(0.2 < keep.mean() < 0.95 for keep in keeps[:1])  # a real mask
+    np.testing.assert_allclose(outs[0], none[0], atol=1e-5)
+    for k in (1, 2, 3):
+        expected = none[k] * keeps[k - 1] + outs[k - 1] * (1.0 - keeps[k - 1])
+        np.testing.assert_allclose(outs[k], expected, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+    assert not np.allclose(outs[3], dense[3], atol=1e-3)  # the RBF fill is gone: another result
+    tiny_model.dense_above, tiny_model.tile = 1.0, 1  # every conv sparse (no single-tile map): the blend stays
+    for d, s in zip(dense, tiny_model.anytime(x, mode="sparse", threshold=threshold)):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(s), d, atol=1e-4 * max(1.0, float(np.abs(d).max())))
+    restored = AnytimeHRNet.from_config(tiny_model.get_config())
+    assert restored.dense_fill == "computed"
+    with pytest.raises(ValueError, match="dense_fill"):
+        tiny_model.dense_fill = "zeros"
+
+
 def test_threshold_one_computes_everything(tiny_model):
     x = np.random.default_rng(1).uniform(-1, 1, (1, 64, 64, 3)).astype("float32")
     none = tiny_model.anytime(x, mode="none")
