@@ -19,7 +19,7 @@ e.g. a venv with torch, torchvision, timm and transformers.
     python bench/convnext_throughput.py [--model convnext_tiny] [--batch 8 32] [--image-size 224]
         [--rounds 3] [--repeats 3] [--warmup 2] [--threads N] [--torch-python PATH]
         [--contenders keras_visrec timm ...] [--skip-infer] [--skip-train] [--profile FILE]
-        [--part pipeline]
+        [--part pipeline] [--gemm-floor]
 
 ``--contenders`` may add ``keras_visrec-generic``: the same model with the fused training paths
 off (``KERAS_VISREC_FUSED_TRAINING=0``), the "before" of this release's training work; and
@@ -28,7 +28,9 @@ off (``KERAS_VISREC_FUSED_TRAINING=0``), the "before" of this release's training
 type, from the TensorFlow profiler; see ``keras_visrec.training.profile_train_step``) after the
 timed rounds. ``--part pipeline`` times the ``finetune`` command's ``tf.data`` input pipeline
 (decode, RandAugment, random erasing, Mixup/CutMix) on a folder of synthetic JPEGs against the
-images/s our training step consumes.
+images/s our training step consumes. ``--gemm-floor`` also times, in the keras_visrec and timm
+workers, the training step's pointwise GEMMs alone (forward and both gradients of every MLP
+layer, the step's own shapes), the floor under any exact fp32 step.
 """
 
 import argparse
@@ -46,6 +48,7 @@ import numpy as np
 CONTENDERS = ("keras_visrec", "keras_visrec-generic", "keras_visrec-bfloat16", "keras.applications", "timm",
               "HF transformers")
 TORCH_CONTENDERS = ("timm", "HF transformers")
+GEMM_CONTENDERS = ("keras_visrec", "timm")  # --gemm-floor: one TensorFlow and one torch worker
 DEFAULT_CONTENDERS = ("keras_visrec", "keras.applications", "timm", "HF transformers")
 # keras_visrec name -> (timm name, (depths, dims)) for the contenders that have the variant
 _ARCHS = {
@@ -63,6 +66,65 @@ _LR, _WEIGHT_DECAY, _LAYER_DECAY, _DROP_PATH, _SMOOTHING = 1e-4, 0.05, 0.8, 0.1,
 
 def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _pointwise_gemms(args, batch):
+    """The MLP GEMMs of one ConvNeXt training step: ``(rows, inner, cols, count)``, rows = pixels.
+
+    Per pointwise layer (C -> 4C and 4C -> C in every block) the forward ``X·W`` and the backward
+    ``dY·Wᵀ`` (input gradient) and ``Xᵀ·dY`` (kernel gradient): 2·rows·inner·cols FLOPs each. They
+    are ~93 % of ConvNeXt's MACs, so their time alone is a floor under any exact fp32 step.
+    """
+    depths, dims = _ARCHS[args.model]
+    side, shapes = args.image_size // 4, []
+    for depth, dim in zip(depths, dims):
+        rows = batch * side * side
+        for inner, cols in ((dim, 4 * dim), (4 * dim, dim)):
+            shapes.append((rows, inner, cols, depth))
+        side //= 2
+    return shapes
+
+
+def _gemm_flops(shapes):
+    return sum(3 * 2 * rows * inner * cols * count for rows, inner, cols, count in shapes)
+
+
+def _operands(shapes, normal):
+    """Per layer of every block its own ``(X, W, dY)``: repeated products of the same tensors would be
+    merged (TensorFlow's common-subexpression pass) or served from cache."""
+    return [tuple(normal(shape) for shape in ((rows, inner), (inner, cols), (rows, cols)))
+            for rows, inner, cols, count in shapes for _ in range(count)]
+
+
+def _tf_gemms(shapes, normal=None):
+    import tensorflow as tf
+
+    generator = tf.random.Generator.from_seed(1)
+    operands = _operands(shapes, normal or generator.normal)
+
+    @tf.function
+    def step(operands):  # arguments, not captured constants, which Grappler would fold
+        total = tf.zeros(())
+        for x, w, dy in operands:  # one element of each product is read, so none is pruned
+            total += tf.matmul(x, w)[0, 0] + tf.matmul(dy, w, transpose_b=True)[0, 0]
+            total += tf.matmul(x, dy, transpose_a=True)[0, 0]
+        return total
+
+    return lambda: step(operands).numpy()
+
+
+def _torch_gemms(shapes):
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    operands = _operands(shapes, lambda shape: torch.randn(shape, generator=generator))
+
+    def step():
+        with torch.no_grad():
+            for x, w, dy in operands:  # as autograd runs a Linear: x @ w, dy @ wᵀ, xᵀ @ dy
+                x @ w, dy @ w.t(), x.t() @ dy
+
+    return step
 
 
 def _batch(args):
@@ -110,7 +172,7 @@ def _keras_worker(args, x, y):
         report = profile_train_step(model, x, targets, steps=2, warmup=0)
         return report.table(top=40)
 
-    return (lambda: infer(x).numpy()), (lambda: model.train_on_batch(x, targets)), version, profile
+    return (lambda: infer(x).numpy()), (lambda: model.train_on_batch(x, targets)), version, profile, _tf_gemms
 
 
 def _torch_worker(args, x, y):
@@ -152,7 +214,7 @@ def _torch_worker(args, x, y):
         loss_fn(logits(module(xt)), yt).backward()
         optimizer.step()
 
-    return infer, train, version, None
+    return infer, train, version, None, _torch_gemms
 
 
 def _worker(args):
@@ -167,7 +229,7 @@ def _worker(args):
     try:
         start = time.perf_counter()
         make = _torch_worker if args.worker in TORCH_CONTENDERS else _keras_worker
-        infer, train, version, profile = make(args, x, y)
+        infer, train, version, profile, gemms = make(args, x, y)
     except ImportError as error:
         return reply(error=f"not installed in {sys.executable}: {error}")
     warm = {}
@@ -180,13 +242,17 @@ def _worker(args):
             train()
     reply(ready=True, version=version, setup_s=time.perf_counter() - start,
           peak_rss_after_infer_mib=warm.get("infer"), peak_rss_mib=_peak_rss_mib())
+    gemm_step = None
     for line in sys.stdin:
         command, *rest = line.split()
         if command == "quit":
             return reply(peak_rss_mib=_peak_rss_mib())
         if command == "profile":
             return reply(profile=profile() if profile else None, peak_rss_mib=_peak_rss_mib())
-        function = infer if command == "infer" else train
+        if command == "gemm":  # the step's pointwise GEMMs alone (built on first request)
+            gemm_step = gemm_step or gemms(_pointwise_gemms(args, args.batch[0]))
+            gemm_step()
+        function = {"infer": infer, "train": train, "gemm": gemm_step}[command]
         times = []
         for _ in range(int(rest[0])):
             begin = time.perf_counter()
@@ -201,7 +267,7 @@ def _worker(args):
 
 class _Contender:
     def __init__(self, name, interpreter, args, batch):
-        self.name, self.times, self.info = name, {"infer": [], "train": []}, {}
+        self.name, self.times, self.info = name, {"infer": [], "train": [], "gemm": []}, {}
         command = [interpreter, os.path.abspath(__file__), "--worker", name, "--model", args.model,
                    "--batch", str(batch), "--image-size", str(args.image_size), "--classes", str(args.classes),
                    "--warmup", str(args.warmup), "--threads", str(args.threads or 0)]
@@ -253,6 +319,8 @@ def _rounds(contenders, kinds, args):
         shift = round_index % len(contenders)
         for kind in kinds:
             for contender in contenders[shift:] + contenders[:shift]:
+                if kind == "gemm" and contender.name not in GEMM_CONTENDERS:
+                    continue
                 contender.times[kind] += contender.ask(f"{kind} {args.repeats}")["times"]
         print(f"round {round_index + 1}/{args.rounds} done ({', '.join(c.name for c in contenders)})", flush=True)
 
@@ -270,7 +338,8 @@ def _run_batch(args, batch, interpreters):
     mode = "one contender at a time" if args.sequential else "interleaved"
     print(f"== batch {batch}, {args.model} {args.image_size}x{args.image_size} fp32, {args.rounds} {mode} rounds x "
           f"{args.repeats} timed calls per contender and kind", flush=True)
-    kinds = [kind for kind, skip in (("infer", args.skip_infer), ("train", args.skip_train)) if not skip]
+    kinds = [kind for kind, skip in (("infer", args.skip_infer), ("train", args.skip_train),
+                                     ("gemm", not args.gemm_floor)) if not skip]
     contenders, profile_text = [], None
     for name in args.contenders:  # started one after another: each warm-up runs alone
         contender = _start(name, interpreters[name], args, batch)
@@ -288,8 +357,11 @@ def _run_batch(args, batch, interpreters):
     for contender in contenders:
         row = results[contender.name] = {"peak_rss_mib": contender.info.get("peak_rss_mib")}
         for kind in kinds:
-            row[kind] = _rates(contender.times[kind], batch, kind)
-    _print_batch(batch, results, kinds)
+            if contender.times[kind]:
+                row[kind] = _rates(contender.times[kind], batch, kind)
+    _print_batch(batch, results, [kind for kind in kinds if kind != "gemm"])
+    if "gemm" in kinds:
+        _print_gemm_floor(args, batch, results)
     return results, profile_text
 
 
@@ -311,6 +383,28 @@ def _print_batch(batch, results, kinds):
             print(f"ratio batch{batch} {kind} keras_visrec / {name}: best {ours[kind][0] / row[kind][0]:.2f} "
                   f"median {ours[kind][1] / row[kind][1]:.2f}")
         print(f"ratio batch{batch} peak RSS keras_visrec / {name}: {ours['peak_rss_mib'] / row['peak_rss_mib']:.2f}")
+
+
+def _print_gemm_floor(args, batch, results):
+    """How much of each training step the pointwise GEMMs alone take, and what 1.5x timm would leave."""
+    flops = _gemm_flops(_pointwise_gemms(args, batch))
+    print(f"batch{batch} pointwise GEMMs of one training step: {flops / 1e9:.1f} GFLOP "
+          f"(forward X·W, backward dY·Wᵀ and Xᵀ·dY of every MLP layer)")
+    for name in GEMM_CONTENDERS:
+        row = results.get(name, {})
+        if "gemm" not in row:
+            continue
+        best_ms = 1000.0 / row["gemm"][0]
+        line = f"batch{batch} {name} GEMMs alone: best {best_ms:.0f} ms ({flops / best_ms / 1e6:.0f} GFLOP/s)"
+        if "train" in row:
+            line += f", {100 * best_ms * row['train'][0] / 1000.0:.0f} % of its best step"
+        print(line)
+    ours, timm = results.get("keras_visrec", {}), results.get("timm", {})
+    if "gemm" in ours and "train" in timm:
+        target_ms = 1000.0 / (1.5 * timm["train"][0])
+        floor_ms = 1000.0 / ours["gemm"][0]
+        print(f"batch{batch} a step at 1.5x timm takes <= {target_ms:.0f} ms; our GEMMs alone take {floor_ms:.0f} ms, "
+              f"leaving {target_ms - floor_ms:.0f} ms for everything else")
 
 
 def _print_goals(all_results):
@@ -395,6 +489,8 @@ def _parse(argv=None):
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--profile", metavar="FILE", help="write keras_visrec's training-step profile here")
     parser.add_argument("--part", choices=("contenders", "pipeline"), default="contenders")
+    parser.add_argument("--gemm-floor", action="store_true",
+                        help="also time the training step's pointwise GEMMs alone (TensorFlow and torch)")
     parser.add_argument("--sequential", action="store_true",
                         help="run the contenders one at a time (bounded memory; rounds no longer interleave)")
     parser.add_argument("--verbose", action="store_true", help="show the workers' stderr")

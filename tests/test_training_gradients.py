@@ -266,3 +266,24 @@ def test_throughput_bench_pipeline_part_runs_the_finetune_pipeline():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "finetune tf.data pipeline img/s (32x32, batch 2" in result.stdout
+
+
+def test_throughput_bench_gemm_floor_counts_and_computes_the_step_gemms():
+    """``--gemm-floor``: the shapes are ConvNeXt-T's MLP layers (~93 % of its 4.47 GMACs, REFERENCES.md) and
+    the TensorFlow step computes the three products of every layer of every block."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convnext_throughput", os.path.join(_ROOT, "bench",
+                                                                                       "convnext_throughput.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench._parse(["--batch", "1"])
+    shapes = bench._pointwise_gemms(args, 1)
+    mlp_macs = bench._gemm_flops(shapes) / 6  # three GEMMs of 2·MACs per layer
+    assert 0.9 < mlp_macs / 4.47e9 < 0.95
+    assert sum(count for *_, count in shapes) == 2 * 18  # two pointwise layers in each of 3+3+9+3 blocks
+
+    # all-ones operands: X·W[0, 0] = inner, dY·Wᵀ[0, 0] = cols, Xᵀ·dY[0, 0] = rows, summed over every layer
+    tiny = [(6, 4, 5, 2), (3, 5, 4, 1)]
+    total = bench._tf_gemms(tiny, normal=lambda shape: np.ones(shape, "float32"))()
+    assert total == 2 * (4 + 5 + 6) + (5 + 4 + 3)
