@@ -12,8 +12,8 @@
 What a convolution that the sparse mode runs densely does with the skipped pixels is
 ``dense_fill``: `"rbf"` (default) blends them as above, so the result stays the dense
 simulation's; `"computed"` keeps the values it computed there, as the unmasked network does,
-and saves the blend pass. That is what makes a busy segment (most convs dense) no slower than
-the unmasked one, and it changes the outputs: a pixel computed next to a skipped one then reads
+and saves the blend pass, so that a busy segment (most convs dense) can cost what the unmasked one
+does (not yet measured at paper scale); it changes the outputs: a pixel computed next to a skipped one then reads
 its neighbour's real features instead of the RBF fill (the exit still copies the previous
 prediction wherever the mask is 0).
 
@@ -30,7 +30,8 @@ from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
 from keras_visrec.adpc.sparse import TilePlan, dense_conv, dense_pointwise_head, tile_side
 from keras_visrec.arguments import check_choice
 
-__all__ = ["DENSE_FILLS", "MASK_MODES", "DenseSimulation", "MaskHook", "SparseExecutor", "confidence_mask", "resize_mask", "share_mask"]
+__all__ = ["DENSE_FILLS", "MASK_MODES", "DenseSimulation", "MaskHook", "SparseExecutor", "confidence_mask",
+           "resize_mask", "share_mask"]
 
 MASK_MODES = ("none", "dense", "sparse")
 DENSE_FILLS = ("rbf", "computed")
