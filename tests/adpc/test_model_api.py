@@ -21,7 +21,9 @@ def test_shared_arguments_and_defaults(model, tiny_config):
     pose = AnytimeHRNet(tiny_config, exit_width=8, task="pose", name="tp", include_preprocessing=False)
     assert pose.classes == 16 and pose.threshold == 0.1 and pose.mask_fn is heatmap_compute_mask
     assert not any(layer.name.endswith("preprocessing") for layer in pose.network.layers)
-    probabilities = AnytimeHRNet(tiny_config, classes=5, exit_width=8, classifier_activation="softmax", name="tiny")
+    # same threshold as `model`: the masks (taken from the logits) must agree for the outputs to
+    probabilities = AnytimeHRNet(tiny_config, classes=5, exit_width=8, threshold=model.threshold,
+                                 classifier_activation="softmax", name="tiny")
     probabilities.set_weights(model.get_weights())
     for p, logits in zip(probabilities.anytime(X, mode="dense"), model.anytime(X, mode="dense")):
         np.testing.assert_allclose(np.asarray(p), np.asarray(keras.ops.softmax(logits)), atol=1e-6)
