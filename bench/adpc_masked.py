@@ -319,6 +319,46 @@ def _exit_analysis(anchor, adpc, images, labels, threshold, shares=None, batch_s
         print(f"   {group:8s} " + " | ".join(cells))
 
 
+def _reestimate_batch_norm(model, x, mode, batch_size=8):
+    """Replaces every BatchNorm's moving statistics with the mean of its batch statistics over ``x``, the
+    network run in ``mode`` (training-mode BatchNorm, no weight update): what the statistics would be
+    for the final weights, without the moving average's lag."""
+    import keras
+
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta, trained_mode = [bn.momentum for bn in norms], model.mode
+    model.mode = mode
+    try:
+        for i, start in enumerate(range(0, len(x) - batch_size + 1, batch_size)):
+            for bn in norms:
+                bn.momentum = i / (i + 1)  # the running mean of the batches so far
+            model(x[start:start + batch_size], training=True)
+    finally:
+        model.mode = trained_mode
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+    return len(norms)
+
+
+def _batch_norm_analysis(anchor, adpc, x, images, labels, threshold):
+    """mIoU per exit with the BatchNorm statistics as trained and re-estimated on the training canvases
+    (unmasked for the unmasked runs, masked for ADP-C's masked run): whether ADP-C's exits 2-3 lose to
+    statistics of interpolated maps rather than to its weights."""
+    from keras_visrec.adpc import evaluate_exits
+
+    runs = (("unmasked", anchor, "none"), ("ADP-C, masked", adpc, "dense"), ("ADP-C run unmasked", adpc, "none"))
+    print("BatchNorm statistics as trained and re-estimated on the training canvases in the run's own mode "
+          "(mIoU per exit):")
+    for name, model, mode in runs:
+        trained = model.get_weights()
+        before = evaluate_exits(model, images, labels, mode=mode, threshold=threshold, progress=False).miou
+        count = _reestimate_batch_norm(model, x, mode)
+        after = evaluate_exits(model, images, labels, mode=mode, threshold=threshold, progress=False).miou
+        model.set_weights(trained)
+        for label, miou in (("as trained", before), (f"re-estimated ({count} BN layers)", after)):
+            print(f"   {name:20s} {label:28s} " + " / ".join(f"{m:.2f}" for m in miou))
+
+
 MODES = ("none", "dense", "sparse")
 
 
@@ -605,6 +645,7 @@ def main():
         print(result.table())
     if args.exit_analysis:
         _exit_analysis(models["anchor"], model, images, labels, args.threshold, args.mask_shares)
+        _batch_norm_analysis(models["anchor"], model, x, images, labels, args.threshold)
     masked = results.get("sparse", results["dense"])
     print("computed_share_per_segment:", ", ".join(f"{s:.3f}" for s in masked.computed))
     print(f"skipped_share_final_segment: {1 - masked.computed[2]:.3f}")

@@ -75,3 +75,28 @@ def test_mask_shares_model_computes_the_given_shares(bench):
     quarter = [fractions[(16, 16)] for fractions in model.computed_fractions()]
     np.testing.assert_allclose(quarter, (0.8, 0.6, 0.4), atol=0.01)
     assert model.mask_fn.__name__ == "confidence_mask"  # the model's own rule is back after the pass
+
+
+def test_batch_norm_reestimation_sets_the_mean_of_each_batchs_statistics(bench, tiny_config):
+    """The exits-2/3 experiment's re-estimation: the stem BatchNorm's moving statistics become the mean of
+    its per-batch mean / variance over the canvases; weights, momenta and the mode are left as they were."""
+    import keras
+    import numpy as np
+
+    from keras_visrec.adpc import AnytimeHRNet
+
+    model = AnytimeHRNet(tiny_config, classes=5, exit_width=8, mode="dense", include_preprocessing=False, name="bn")
+    x = np.random.default_rng(3).normal(2.0, 3.0, (16, 64, 64, 3)).astype("float32")
+    model(x[:1])
+    bn = model.network.get_layer("bn_bn1")
+    stem_conv = keras.Model(model.network.inputs, model.network.get_layer("bn_conv1").output)
+    kernels = [v.numpy() for v in model.trainable_weights]
+    momentum = bn.momentum
+    assert bench._reestimate_batch_norm(model, x, "none", batch_size=8) > 1
+    features = [np.asarray(stem_conv(x[i:i + 8])) for i in (0, 8)]
+    mean = np.mean([f.mean(axis=(0, 1, 2)) for f in features], axis=0)
+    variance = np.mean([f.var(axis=(0, 1, 2)) for f in features], axis=0)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
+    assert bn.momentum == momentum and model.mode == "dense"
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(kernels, model.trainable_weights))
