@@ -506,7 +506,8 @@ def _print_crossover_table(table, kinds):
     for kind, costs in sorted(kinds.items()):
         ways = "; ".join(f"{way} {costs.crossover(way):.2f} (fixed {1000 * costs.ways[way][0]:.2f} ms + "
                          f"{1000 * costs.ways[way][1]:.2f} ms x share)" for way in sorted(costs.ways))
-        print(f"  {kind}: dense {1000 * costs.dense:.2f} ms; {ways or 'no sparse way'}")
+        blend = f"; blend {1000 * costs.blend:.2f} ms" if costs.blend else ""
+        print(f"  {kind}: dense {1000 * costs.dense:.2f} ms; {ways or 'no sparse way'}{blend}")
 
 
 def _paper_backbone(args, backbone, table):

@@ -3,7 +3,8 @@
 A masked convolution in the sparse mode either gathers the input patches of its active tiles,
 multiplies them by the kernel and scatters the rows into a zero map (:class:`TilePlan.conv
 <keras_visrec.adpc.sparse.TilePlan>`), or runs densely; the blend after it is the same pass
-either way. Which is faster depends on the share of active tiles *and* on the convolution: on a
+either way, except under ``dense_fill="computed"``, where the dense conv skips it and the measured
+blend is added to the ways' cost. Which is faster depends on the share of active tiles *and* on the convolution: on a
 2-core CPU a 3×3 conv with 48 channels at 1/4 resolution gathers nine narrow rows per output
 pixel and pays for them, while one with 384 channels at 1/32 is all matmul. So the rule is a
 **crossover share per convolution kind** (kernel, stride, channels in and out, output size,
@@ -225,11 +226,15 @@ class KindCosts:
     Args:
         dense: float. Seconds of the dense convolution.
         ways: ``{way: (fixed, slope)}``.
+        blend: float. Seconds the RBF blend after a conv of this kind takes beyond the plain BatchNorm +
+            ReLU after it: what a sparse way pays and the dense choice does not when it keeps its
+            computed values (``dense_fill="computed"``). Defaults to `0.0` (heads; tables of kernels 2).
     """
 
-    def __init__(self, dense, ways):
+    def __init__(self, dense, ways, blend=0.0):
         self.dense = float(dense)
         self.ways = {name: (float(a), float(b)) for name, (a, b) in ways.items()}
+        self.blend = max(0.0, float(blend))
 
     @classmethod
     def from_crossover(cls, kind, share):
@@ -245,17 +250,19 @@ class KindCosts:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return cls.from_crossover(kind, value)
         try:
-            ways = {name: tuple(value[name]) for name in value if name != "dense"}
+            ways = {name: tuple(value[name]) for name in value if name not in ("dense", "blend")}
             unknown = set(ways) - set(ways_of(kind))
             if unknown or not all(len(line) == 2 for line in ways.values()):
                 raise ValueError
-            return cls(value["dense"], ways)
+            return cls(value["dense"], ways, float(value.get("blend", 0.0)))
         except (TypeError, KeyError, ValueError):
             raise ValueError(f"Entry {value!r} of {kind!r} is neither a crossover share nor a cost model "
-                             f"{{'dense': seconds, way: [fixed, slope]}} with ways among {ways_of(kind)}.") from None
+                             f"{{'dense': seconds, way: [fixed, slope], 'blend': seconds (optional)}} with ways "
+                             f"among {ways_of(kind)}.") from None
 
     def to_json(self):
-        return {"dense": self.dense, **{name: list(line) for name, line in self.ways.items()}}
+        blend = {"blend": self.blend} if self.blend else {}
+        return {"dense": self.dense, **{name: list(line) for name, line in self.ways.items()}, **blend}
 
     def cost(self, way, share):
         fixed, slope = self.ways[way]
@@ -269,7 +276,7 @@ class KindCosts:
         return float(np.clip((self.dense - fixed) / slope, 0.0, 1.0))
 
     def __repr__(self):
-        return f"KindCosts(dense={self.dense!r}, ways={self.ways!r})"
+        return f"KindCosts(dense={self.dense!r}, ways={self.ways!r}, blend={self.blend!r})"
 
 
 def _fit_line(points):
@@ -366,8 +373,8 @@ class CrossoverTable:
                     costs = self._measure(kind)
                 else:
                     self.probes[kind] = _probe(_parse(kind), self.rounds, CLOCKS[self.clock])
-                    dense, ways = self.probes[kind]
-                    costs = KindCosts(dense, {way: _fit_line(points) for way, points in ways.items()})
+                    dense, ways, blend = self.probes[kind]
+                    costs = KindCosts(dense, {way: _fit_line(points) for way, points in ways.items()}, blend)
                 self.entries[kind] = costs
                 self._write()
         return self.entries[kind]
@@ -428,14 +435,15 @@ def _best_times(functions, rounds, clock=time.perf_counter):
 
 
 def _probe(spec, rounds, clock=time.process_time):
-    """``(dense seconds, {way: [(share, seconds) at each probe mask]})`` of one kind, batch 1.
+    """``(dense seconds, {way: [(share, seconds) at each probe mask]}, blend seconds)`` of one kind, batch 1.
 
     The probe masks' indices are built before the timing: a plan's indices are shared by every
-    convolution at its resolution, so they are not a per-convolution cost.
+    convolution at its resolution, so they are not a per-convolution cost. ``blend``: the RBF blend
+    with BatchNorm and ReLU after a conv, less BatchNorm and ReLU alone (0 for heads).
     """
     import tensorflow as tf
 
-    from keras_visrec.adpc.layers import MaskedConv2D
+    from keras_visrec.adpc.layers import MaskedConv2D, affine_finish, fused_rbf_interpolate
     from keras_visrec.adpc.sparse import TilePlan, dense_conv, dense_pointwise_head
 
     rng = np.random.default_rng(0)
@@ -451,12 +459,16 @@ def _probe(spec, rounds, clock=time.process_time):
         layer = MaskedConv2D(spec["out_channels"], kernel, strides=stride, padding="same" if stride == 1 else "valid",
                              use_bias=False)
         dense = tf.function(lambda: dense_conv(layer, x, stride, pad))
-        dense()  # builds the layer
+        y = dense()  # builds the layer
         for plan in plans:
             for way in ways:
                 plan.prepare(x, layer, stride, pad, way)  # eagerly, outside the timed functions
                 ways[way].append((float(plan.share(way, stride)),
                                   tf.function(lambda plan=plan, way=way: plan.conv(layer, x, stride, pad, way))))
+        mask = plans[-1].mask  # (1, h, w, 1)
+        scale, offset = (tf.constant(rng.uniform(0.5, 1.5, spec["out_channels"]).astype("float32")) for _ in "so")
+        finishes = [tf.function(lambda: fused_rbf_interpolate(y, mask, layer.rbf_lambda, scale, offset, True)),
+                    tf.function(lambda: affine_finish(y, scale, offset, True))]
     else:
         import keras
 
@@ -474,10 +486,13 @@ def _probe(spec, rounds, clock=time.process_time):
             plan.centre_index  # noqa: B018 (builds the indices eagerly)
             ways[way].append((float(plan.tile_share),
                               tf.function(lambda plan=plan: plan.pointwise_head(xs, conv, bn, classifier))))
-    timed = [dense] + [fn for points in ways.values() for _, fn in points]
+        finishes = []
+    timed = [dense] + [fn for points in ways.values() for _, fn in points] + finishes
     times = iter(_best_times([lambda fn=fn: fn().numpy() for fn in timed], rounds, clock))
     dense_seconds = next(times)
-    return dense_seconds, {way: [(share, next(times)) for share, _ in points] for way, points in ways.items()}
+    way_seconds = {way: [(share, next(times)) for share, _ in points] for way, points in ways.items()}
+    blend = next(times) - next(times) if finishes else 0.0
+    return dense_seconds, way_seconds, max(0.0, blend)
 
 
 def _kind_of(spec):

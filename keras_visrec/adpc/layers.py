@@ -131,6 +131,14 @@ def fused_rbf_interpolate(values, mask, lam, scale=1.0, offset=0.0, relu=False, 
     return tf.cond(tf.abs(args[2]) >= NEAR_LAMBDA, lambda: _FUSED["near"](*args), lambda: _FUSED["separable"](*args))
 
 
+def affine_finish(values, scale=1.0, offset=0.0, relu=False, residual=None):
+    """``relu(values · scale + offset + residual)``: what follows a conv whose every pixel is computed
+    (the sparse mode's dense choice under ``dense_fill="computed"``), without the blend."""
+    values = values * scale + offset
+    values = values if residual is None else values + residual
+    return ops.relu(values) if relu else values
+
+
 def batch_norm_affine(bn):
     """``(scale, offset)`` of an inference-mode ``keras.layers.BatchNormalization`` (moving statistics)."""
     scale = ops.rsqrt(bn.moving_variance + bn.epsilon)

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_visrec.adpc.layers import batch_norm_affine, fused_rbf_interpolate
+from keras_visrec.adpc.layers import affine_finish, batch_norm_affine, fused_rbf_interpolate
 from keras_visrec.adpc.sparse import TilePlan, dense_conv, dense_pointwise_head, tile_side
 from keras_visrec.arguments import check_choice
 
@@ -226,7 +226,7 @@ class SparseExecutor:
     least runs (``tf.switch_case``). Every way is exact on the computed pixels, and one XLA-fused pass
     (:func:`keras_visrec.adpc.layers.fused_rbf_interpolate`) does the blend and what follows the
     conv; with the hook's ``dense_fill="computed"`` the dense choice skips the blend (BatchNorm, sum
-    and ReLU on every pixel, as unmasked). A map that is a single tile always runs densely.
+    and ReLU on every pixel, as unmasked) and the ways' predicted costs carry the kind's measured blend. A map that is a single tile always runs densely.
     """
 
     def __init__(self, hook, height, width):
@@ -254,9 +254,12 @@ class SparseExecutor:
             self.hook.crossover = default_table()
         return self.hook.crossover.costs(kind)
 
-    def _choose(self, kind, dense, ways, stride=1):
+    def _choose(self, kind, dense, ways, stride=1, blend_only_in_ways=False):
         """Runs ``dense()`` or one of ``ways`` (``{way: (fn, prepare)}``): the fixed rule, or the least predicted
-        cost at the measured share. Every choice gives the same values where they are used."""
+        cost at the measured share. Every choice gives the same values where they are used.
+
+        ``blend_only_in_ways``: the ways pay the blend and ``dense()`` does not (``dense_fill="computed"``),
+        so the kind's measured blend cost is added to theirs."""
         import tensorflow as tf
 
         if self.single_tile:
@@ -269,13 +272,14 @@ class SparseExecutor:
             prepare()
             return fn() if self.hook.dense_above >= 1.0 else tf.cond(self.plan.tile_share > self.hook.dense_above,
                                                                      dense, fn)
-        options = [way for way in ways if way in costs.ways and costs.ways[way][0] < costs.dense]
+        extra = costs.blend if blend_only_in_ways else 0.0
+        options = [way for way in ways if way in costs.ways and costs.ways[way][0] + extra < costs.dense]
         if not options:
             return dense()
         for way in options:
             ways[way][1]()  # indices shared by later convs: built outside the branches
         predicted = [tf.constant(costs.dense, tf.float32)]
-        predicted += [costs.cost(way, self.plan.share(way, stride)) for way in options]
+        predicted += [costs.cost(way, self.plan.share(way, stride)) + extra for way in options]
         choice = tf.argmin(tf.stack([tf.cast(p, tf.float32) for p in predicted]), output_type=tf.int32)
         return tf.switch_case(choice, [dense] + [ways[way][0] for way in options])
 
@@ -288,16 +292,15 @@ class SparseExecutor:
             return fused_rbf_interpolate(y, self.mask4, layer.rbf_lambda, scale, offset, relu, residual)
 
         def computed(y):
-            y = y * scale + offset
-            y = y if residual is None else y + residual
-            return ops.relu(y) if relu else y
+            return affine_finish(y, scale, offset, relu, residual)
 
         finish = computed if self.hook.dense_fill == "computed" else blended
         kind = conv_kind(layer.kernel_size[0], stride, x.shape[-1], layer.filters, self.height, self.width, self.tile)
         ways = {way: (lambda way=way: blended(self.plan.conv(layer, x, stride, pad, way)),
                       lambda way=way: self.plan.prepare(x, layer, stride, pad, way))
                 for way in ways_of(kind) if way != "strips" or pad == 1}
-        return self._choose(kind, lambda: finish(dense_conv(layer, x, stride, pad)), ways, stride)
+        return self._choose(kind, lambda: finish(dense_conv(layer, x, stride, pad)), ways, stride,
+                            blend_only_in_ways=self.hook.dense_fill == "computed")
 
     def conv(self, layer, x, stride, pad):
         return self._masked_conv(layer, x, stride, pad)

@@ -42,7 +42,8 @@ __all__ = ["KERNELS", "TilePlan", "dense_conv", "dense_pointwise_head", "sparse_
 # Version of the sparse computations below, part of the crossover table's machine signature: raise it when a
 # change moves their cost, so that tables measured on the old ones are measured again.
 # 2: outputs placed by a gather over the map instead of scatter_nd.
-KERNELS = 2
+# 3: the probe also measures the blend after a conv (KindCosts.blend, for dense_fill="computed").
+KERNELS = 3
 
 
 def dense_conv(layer, x, stride, pad):

@@ -72,7 +72,9 @@ def test_cost_lines_and_crossovers():
     assert fixed.crossover("pixels") == pytest.approx(0.4) and "strips" not in fixed.ways
     assert xo.KindCosts.from_crossover(kind, 0.0).ways == {}
     again = xo.KindCosts.from_json(kind, fixed.to_json())
-    assert again.ways == fixed.ways and again.dense == fixed.dense
+    assert again.ways == fixed.ways and again.dense == fixed.dense and again.blend == 0.0
+    blended = xo.KindCosts.from_json(kind, xo.KindCosts(1.0, {"pixels": (0.1, 1.0)}, blend=0.25).to_json())
+    assert blended.blend == 0.25 and blended.ways == {"pixels": (0.1, 1.0)}
     with pytest.raises(ValueError, match="cost model"):
         xo.KindCosts.from_json(kind, {"dense": 1.0, "tiles": [0.0, 1.0]})  # not a way of this kind
 
@@ -135,8 +137,9 @@ def test_default_table_follows_the_cache_and_can_be_replaced(tmp_path, monkeypat
 
 @pytest.mark.parametrize("kind", [xo.conv_kind(3, 2, 4, 6, 8, 12, 1), xo.head_kind((4, 6), 3, 8, 8, 2)])
 def test_real_probe_times_every_way(kind):
-    dense, ways = xo._probe(xo._parse(kind), rounds=1)
+    dense, ways, blend = xo._probe(xo._parse(kind), rounds=1)
     assert np.isfinite(dense) and dense >= 0 and tuple(ways) == xo.ways_of(kind)
+    assert np.isfinite(blend) and blend >= 0 and (blend == 0.0 or kind.startswith("conv"))
     for points in ways.values():
         (s1, t1), (s2, t2) = points
         assert min(t1, t2) >= 0 and 0 < s1 < s2  # the way's share at the two probe masks (times not asserted)
@@ -177,7 +180,7 @@ def _decisions(monkeypatch):
     taken = []
     original = SparseExecutor._choose
 
-    def spy(self, kind, dense, ways, stride=1):
+    def spy(self, kind, dense, ways, stride=1, blend_only_in_ways=False):
         share = float(keras.ops.mean(self.mask))  # 1-pixel tiles: the share of active tiles
 
         def mark(way, fn):
@@ -186,7 +189,7 @@ def _decisions(monkeypatch):
                 return fn()
             return run
         return original(self, kind, mark("dense", dense), {w: (mark(w, fn), prep) for w, (fn, prep) in ways.items()},
-                        stride)
+                        stride, blend_only_in_ways)
 
     monkeypatch.setattr(SparseExecutor, "_choose", spy)
     return taken
@@ -251,6 +254,25 @@ def test_dense_only_resolution_builds_no_indices(tiny_config):
     assert executor._plan is None  # never gathered: no plan, no indices
     expected = conv.blend(conv(x), mask)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(out), keras.ops.convert_to_numpy(expected), atol=1e-5)
+
+
+@pytest.mark.parametrize("dense_fill, blend, way", [("rbf", 0.9, "pixels"), ("computed", 0.8, "pixels"),
+                                                    ("computed", 0.9, "dense")])
+def test_the_blend_counts_against_the_ways_when_the_dense_choice_skips_it(monkeypatch, dense_fill, blend, way):
+    """Under ``dense_fill="computed"`` a sparse way pays the blend and the dense conv does not: at a 30 %
+    share the pixels way (0.5 s per share, dense 1 s) wins unless its blend lifts it over the dense conv."""
+    from keras_visrec.adpc.layers import MaskedConv2D
+
+    mask = keras.ops.convert_to_tensor((np.arange(256).reshape(1, 16, 16) % 10 < 3).astype("float32"))
+    conv = MaskedConv2D(4, 3, padding="same")
+    x = np.random.default_rng(2).normal(size=(1, 16, 16, 2)).astype("float32")
+    conv.build(x.shape)
+    kind = xo.conv_kind(3, 1, 2, 4, 16, 16, 1)
+    costs = xo.KindCosts(1.0, {"pixels": (0.0, 0.5), "strips": (5.0, 5.0)}, blend=blend)
+    hook = MaskHook(mask, "sparse", 1, None, xo.CrossoverTable(entries={kind: costs}, probe=False), dense_fill)
+    taken = _decisions(monkeypatch)
+    hook(conv, x, 1, 1)
+    assert [w for _, w, _ in taken] == [way]
 
 
 def test_hook_rejects_a_bad_fixed_rule():
