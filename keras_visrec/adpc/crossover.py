@@ -466,7 +466,7 @@ def _probe(spec, rounds, clock=time.process_time):
                 ways[way].append((float(plan.share(way, stride)),
                                   tf.function(lambda plan=plan, way=way: plan.conv(layer, x, stride, pad, way))))
         mask = plans[-1].mask  # (1, h, w, 1)
-        scale, offset = (tf.constant(rng.uniform(0.5, 1.5, spec["out_channels"]).astype("float32")) for _ in "so")
+        scale, offset = tf.unstack(tf.constant(rng.uniform(0.5, 1.5, (2, spec["out_channels"])).astype("float32")))
         finishes = [tf.function(lambda: fused_rbf_interpolate(y, mask, layer.rbf_lambda, scale, offset, True)),
                     tf.function(lambda: affine_finish(y, scale, offset, True))]
     else:
