@@ -86,6 +86,18 @@ def _parse():
                              "least confident) instead of those under --threshold, e.g. the paper's 0.82,0.63,0.38")
     parser.add_argument("--detach-copied", action="store_true",
                         help="digit task: ADP-C's loss at the pixels an exit copies does not train the earlier exit")
+    parser.add_argument("--own-logits-loss", action="store_true",
+                        help="digit task: ADP-C's training loss at the pixels exit k copies is on exit k's own logits "
+                             "(its segment's computation there, from interpolated features) instead of the copied "
+                             "ones: every pixel trains every segment, and no exit trains an earlier one")
+    parser.add_argument("--masked-features", choices=("rbf", "real"), default="rbf",
+                        help="digit task, ADP-C in training and test: rbf (the paper) fills the skipped positions of "
+                             "every masked conv from computed neighbours; real computes them (a diagnostic without "
+                             "savings: only the exits copy), the best any fill could do")
+    parser.add_argument("--low-res-masks", choices=("nearest", "max"), default="nearest",
+                        help="digit task, ADP-C in training and test: the mask of a lower-resolution branch is the "
+                             "1/4-resolution mask resized nearest (the paper) or max-pooled (a position is computed "
+                             "when any pixel under it is)")
     parser.add_argument("--exit-analysis", action="store_true",
                         help="digit task: where ADP-C's exits 2-4 lose against the unmasked model (computed vs "
                              "copied pixels, the ring of copied pixels next to computed ones, nearest upsampling)")
@@ -125,6 +137,9 @@ def _parse():
     for name, value in _DIGIT_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.own_logits_loss and args.detach_copied:
+        parser.error("--own-logits-loss already keeps the copied pixels' loss from the earlier exits; "
+                     "drop --detach-copied")
     if args.schedule == "poly" and args.adpc_from == "base":
         parser.error("--adpc-from base fine-tunes before the tail of the step schedule; it needs --schedule step")
     if args.schedule == "step" and not 0 <= args.tail_epochs < args.epochs:
@@ -138,7 +153,10 @@ def _check_paper_args(parser, args):
     given = [f"--{name.replace('_', '-')}" for name in _DIGIT_DEFAULTS if getattr(args, name) is not None]
     given += [flag for flag, on in (("--accuracy-only", args.accuracy_only), ("--exit-analysis", args.exit_analysis),
                                     ("--mask-shares", args.mask_shares is not None),
-                                    ("--detach-copied", args.detach_copied)) if on]
+                                    ("--detach-copied", args.detach_copied),
+                                    ("--own-logits-loss", args.own_logits_loss),
+                                    ("--masked-features", args.masked_features != "rbf"),
+                                    ("--low-res-masks", args.low_res_masks != "nearest")) if on]
     if given:
         parser.error(f"digit-task flags with --scale paper: {', '.join(given)} (it times random-weight networks on "
                      "synthetic masks)")
@@ -179,10 +197,16 @@ def _models(args, x, y):
 
     from keras_visrec.adpc import AnytimeHRNet, PolyLR, compile_anytime
 
-    def build(mode, shares=None, detach=False):
+    def build(mode, adpc=False):
+        """The unmasked model, or (``adpc``) ADP-C with the experiment flags' training and masking rules."""
         keras.utils.set_random_seed(args.seed)
-        cls = AnytimeHRNet if shares is None else _fixed_share_model(shares)
-        cls = _detached_copy_model(cls) if detach else cls
+        cls = AnytimeHRNet
+        if adpc:
+            cls = cls if args.mask_shares is None else _fixed_share_model(args.mask_shares)
+            cls = _detached_copy_model(cls) if args.detach_copied else cls
+            cls = _own_logits_model(cls) if args.own_logits_loss else cls
+            if (args.masked_features, args.low_res_masks) != ("rbf", "nearest"):
+                cls = _segment_variant_model(cls, args.masked_features, args.low_res_masks)
         model = cls(SMALL, classes=11, exit_width=32, threshold=args.threshold, mode=mode, tile=args.tile,
                     dense_fill=args.dense_fill, bn_momentum=0.9, name="bench_adpc")
         model.dense_above = args.dense_above  # None: the measured rule
@@ -196,6 +220,9 @@ def _models(args, x, y):
     adpc_stem = "adpc_poly" if args.mask_shares is None else "adpc_poly_shares_" + "_".join(
         f"{s:.2f}" for s in args.mask_shares)
     adpc_stem += "_detached" if args.detach_copied else ""
+    adpc_stem += "_own_logits" if args.own_logits_loss else ""
+    adpc_stem += "_real_features" if args.masked_features == "real" else ""
+    adpc_stem += "_max_masks" if args.low_res_masks == "max" else ""
     if args.schedule == "poly":
         whole = [(args.epochs, PolyLR(3e-3, args.epochs * steps))]
         plans = (("adpc", "dense", adpc_stem, None, whole), ("anchor", "none", "unmasked_poly", None, whole))
@@ -207,7 +234,7 @@ def _models(args, x, y):
     models = {}
     for name, mode, stem, start, phases in plans:
         path = args.weights and os.path.join(args.weights, f"{stem}.weights.h5")
-        model = build(mode, args.mask_shares, args.detach_copied) if name == "adpc" else build(mode)
+        model = build(mode, adpc=name == "adpc")
         if path and os.path.exists(path):
             model.load_weights(path)
         else:
@@ -242,6 +269,65 @@ def _detached_copy_model(base):
                 yield out
 
     return DetachedCopyHRNet
+
+
+def _own_logits_model(base):
+    """``base`` (an ``AnytimeHRNet`` class) whose training outputs are every exit's own logits on every pixel:
+    exit ``k``'s loss at the pixels it copies trains its own segment (what it computes there from the RBF-filled
+    features) instead of exit ``k − 1``. Inference (``training`` false) copies as ``base`` does. The exits-2/3
+    experiment on the training signal at copied pixels."""
+    from keras import ops
+
+    class OwnLogitsHRNet(base):
+        def _copy_confident(self, previous, outputs, keep):
+            self._own_logits.append(self._activate(outputs))
+            return super()._copy_confident(previous, outputs, keep)
+
+        def call(self, inputs, training=None):
+            self._own_logits = []
+            merged = self.anytime(inputs)
+            if not training or (self.mode or "none") == "none":
+                return ops.stack(merged, axis=1)
+            return ops.stack(merged[:1] + self._own_logits, axis=1)
+
+    return OwnLogitsHRNet
+
+
+def _segment_variant_model(base, features="rbf", low_res_masks="nearest"):
+    """``base`` (an ``AnytimeHRNet`` class) whose dense-simulated segments compute the skipped positions too
+    (``features="real"``: no savings, the exits still copy; what a perfect fill would give) and/or take a
+    lower-resolution branch's mask max-pooled from the 1/4-resolution one (``low_res_masks="max"``) instead of
+    resized nearest. The exits-2/3 experiments on what the masked computation loses."""
+    import tensorflow as tf
+
+    from keras_visrec.adpc.masking import DenseSimulation, MaskHook
+    from keras_visrec.adpc.sparse import dense_conv
+
+    class RealFeatures(DenseSimulation):
+        def conv(self, layer, x, stride, pad):
+            return dense_conv(layer, x, stride, pad)
+
+    class VariantHook(MaskHook):
+        def mask_at(self, height, width):
+            full_height, full_width = int(self.mask.shape[1]), int(self.mask.shape[2])
+            if low_res_masks == "max" and (height, width) != (full_height, full_width):
+                key = (height, width)
+                if key not in self._cache:
+                    factor = (full_height // height, full_width // width)
+                    self._cache[key] = tf.nn.max_pool2d(self.mask[..., None], factor, factor, "VALID")[..., 0]
+                return self._cache[key]
+            return super().mask_at(height, width)
+
+        def executor(self, height, width):
+            if features == "real" and self.mode == "dense":
+                return self._executors.setdefault((height, width), RealFeatures(self, height, width))
+            return super().executor(height, width)
+
+    class SegmentVariantHRNet(base):
+        def _mask_hook(self, mask, mode):
+            return VariantHook(mask, mode, self.tile, self.dense_above, dense_fill=self.dense_fill)
+
+    return SegmentVariantHRNet
 
 
 def _fixed_share_model(shares):

@@ -322,14 +322,21 @@ class AnytimeHRNet(keras.Model):
         for k, outputs in enumerate(stream, start=1):
             if hook is not None:
                 keep = hook.mask_at(int(outputs.shape[1]), int(outputs.shape[2]))[..., None]
-                outputs = previous * (1.0 - keep) + outputs * keep
+                outputs = self._copy_confident(previous, outputs, keep)
             yield self._activate(outputs)
             if mode != "none" and k < NUM_EXITS:
-                hook = MaskHook(self._compute_mask(outputs, threshold), mode, self.tile, self.dense_above,
-                                dense_fill=self.dense_fill)
+                hook = self._mask_hook(self._compute_mask(outputs, threshold), mode)
                 ops.conv_hook = hook
                 self.last_hooks.append(hook)
             previous = outputs
+
+    def _mask_hook(self, mask, mode):
+        """The ``conv_hook`` of the next masked segment, from the previous exit's ``mask``."""
+        return MaskHook(mask, mode, self.tile, self.dense_above, dense_fill=self.dense_fill)
+
+    def _copy_confident(self, previous, outputs, keep):
+        """Exit ``k``'s output: its own ``outputs`` where ``keep`` (the mask) is 1, exit ``k − 1``'s elsewhere."""
+        return previous * (1.0 - keep) + outputs * keep
 
     def anytime(self, inputs, mode=None, threshold=None):
         """Every exit's output as a list of four ``(batch, h/4, w/4, channels)`` tensors."""

@@ -37,6 +37,9 @@ def _parse(bench, monkeypatch, *argv):
     (("--dense-above", "1.5"), "--dense-above"),
     (("--mask-shares", "0.8,0,0.3"), "strictly between 0 and 1"),
     (("--schedule", "poly", "--adpc-from", "base"), "needs --schedule step"),
+    (("--own-logits-loss", "--detach-copied"), "drop --detach-copied"),
+    (("--scale", "paper", "--own-logits-loss"), "--own-logits-loss"),
+    (("--scale", "paper", "--masked-features", "real"), "--masked-features"),
 ])
 def test_bad_flags_stop_before_any_work(bench, monkeypatch, capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
@@ -75,6 +78,56 @@ def test_mask_shares_model_computes_the_given_shares(bench):
     quarter = [fractions[(16, 16)] for fractions in model.computed_fractions()]
     np.testing.assert_allclose(quarter, (0.8, 0.6, 0.4), atol=0.01)
     assert model.mask_fn.__name__ == "confidence_mask"  # the model's own rule is back after the pass
+
+
+def test_own_logits_model_trains_on_each_exits_own_logits_and_copies_at_inference(bench):
+    """``--own-logits-loss``: in training, exits 2-4 give their own logits on every pixel (the unmasked model's
+    values where computed, the segment's RBF-fed computation where skipped); at inference they copy as ADP-C does."""
+    import numpy as np
+
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    fixed = bench._fixed_share_model((0.8, 0.6, 0.4))
+    model = bench._own_logits_model(fixed)(bench.SMALL, classes=11, exit_width=32, mode="dense", name="own")
+    plain = fixed(bench.SMALL, classes=11, exit_width=32, mode="dense", name="own")
+    plain(images[:1])
+    plain.set_weights(model.get_weights())
+    trained = np.asarray(model(images, training=True))  # batch statistics in both: compare like with like
+    copied = np.asarray(plain(images, training=True))
+    np.testing.assert_allclose(np.asarray(model(images, training=False)), np.asarray(plain(images, training=False)),
+                               atol=1e-5)
+    assert trained.shape == copied.shape == (2, 4, 16, 16, 11)
+    np.testing.assert_array_equal(trained[:, 0], copied[:, 0])
+    model(images, training=True)
+    for k, hook in enumerate(model.last_hooks, start=2):
+        keep = np.asarray(hook.mask_at(16, 16))[..., None]
+        assert 0.3 < keep.mean() < 0.9
+        np.testing.assert_allclose(trained[:, k - 1] * keep, copied[:, k - 1] * keep, atol=1e-5)
+        np.testing.assert_allclose(copied[:, k - 1] * (1 - keep), copied[:, k - 2] * (1 - keep), atol=1e-5)
+        assert np.abs((trained[:, k - 1] - copied[:, k - 1]) * (1 - keep)).max() > 1e-3
+
+
+def test_segment_variants_compute_real_features_and_max_pooled_masks(bench):
+    """``--masked-features real``: the segments compute every position, so exit k is the unmasked exit k where
+    computed and exit k - 1 elsewhere; ``--low-res-masks max``: a lower-resolution position is computed when any
+    1/4-resolution pixel under it is."""
+    import numpy as np
+
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    fixed = bench._fixed_share_model((0.8, 0.6, 0.4))
+    real = bench._segment_variant_model(fixed, "real")(bench.SMALL, classes=11, exit_width=32, mode="dense", name="v")
+    plain = np.asarray(real.anytime(images, mode="none"))
+    outs = np.asarray(real.anytime(images))
+    for k, hook in enumerate(real.last_hooks, start=2):
+        keep = np.asarray(hook.mask_at(16, 16))[..., None]
+        np.testing.assert_allclose(outs[k - 1], plain[k - 1] * keep + outs[k - 2] * (1 - keep), atol=1e-4)
+
+    pooled = bench._segment_variant_model(fixed, low_res_masks="max")(bench.SMALL, classes=11, exit_width=32,
+                                                                      mode="dense", name="m")
+    pooled.anytime(images)
+    for hook in pooled.last_hooks:
+        quarter = np.asarray(hook.mask_at(16, 16))
+        assert 0.3 < quarter.mean() < 0.9  # the 1/4-resolution mask is the shares' own
+        np.testing.assert_array_equal(np.asarray(hook.mask_at(4, 4)), quarter.reshape(2, 4, 4, 4, 4).max(axis=(2, 4)))
 
 
 def test_batch_norm_reestimation_sets_the_mean_of_each_batchs_statistics(bench, tiny_config):
