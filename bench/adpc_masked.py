@@ -257,16 +257,8 @@ def _detached_copy_model(base):
     import tensorflow as tf
 
     class DetachedCopyHRNet(base):
-        def iter_exits(self, inputs, mode=None, threshold=None):
-            previous = None
-            for k, logits in enumerate(super().iter_exits(inputs, mode=mode, threshold=threshold), start=1):
-                out = logits
-                if previous is not None and len(self.last_hooks) >= k - 1:  # previous·(1 − keep) + raw·keep: cut
-                    # the first term's gradient
-                    keep = self.last_hooks[k - 2].mask_at(int(logits.shape[1]), int(logits.shape[2]))[..., None]
-                    out = logits - (1.0 - keep) * (previous - tf.stop_gradient(previous))
-                previous = logits
-                yield out
+        def _copy_confident(self, previous, outputs, keep):
+            return super()._copy_confident(tf.stop_gradient(previous), outputs, keep)
 
     return DetachedCopyHRNet
 
@@ -286,7 +278,7 @@ def _own_logits_model(base):
         def call(self, inputs, training=None):
             self._own_logits = []
             merged = self.anytime(inputs)
-            if not training or (self.mode or "none") == "none":
+            if not training or self.mode == "none":
                 return ops.stack(merged, axis=1)
             return ops.stack(merged[:1] + self._own_logits, axis=1)
 

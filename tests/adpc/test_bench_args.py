@@ -80,6 +80,26 @@ def test_mask_shares_model_computes_the_given_shares(bench):
     assert model.mask_fn.__name__ == "confidence_mask"  # the model's own rule is back after the pass
 
 
+def test_detached_copy_model_keeps_the_values_and_cuts_the_copied_pixels_gradient(bench):
+    """``--detach-copied``: the same outputs as ADP-C, but the loss at the pixels exit 2 copies trains nothing."""
+    import numpy as np
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    fixed = bench._fixed_share_model((0.8, 0.6, 0.4))
+    model = bench._detached_copy_model(fixed)(bench.SMALL, classes=11, exit_width=32, mode="dense", name="d")
+    plain = fixed(bench.SMALL, classes=11, exit_width=32, mode="dense", name="d")
+    plain(images[:1])
+    plain.set_weights(model.get_weights())
+    with tf.GradientTape() as tape:
+        outs = model(images)
+        copied = 1.0 - model.last_hooks[0].mask_at(16, 16)[..., None]
+        loss = tf.reduce_sum(outs[:, 1] * copied)
+    np.testing.assert_allclose(np.asarray(outs), np.asarray(plain(images)), atol=1e-5)
+    grads = [g for g in tape.gradient(loss, model.trainable_variables) if g is not None]
+    assert all(float(tf.reduce_max(tf.abs(g))) == 0.0 for g in grads)
+
+
 def test_own_logits_model_trains_on_each_exits_own_logits_and_copies_at_inference(bench):
     """``--own-logits-loss``: in training, exits 2-4 give their own logits on every pixel (the unmasked model's
     values where computed, the segment's RBF-fed computation where skipped); at inference they copy as ADP-C does."""
@@ -97,7 +117,7 @@ def test_own_logits_model_trains_on_each_exits_own_logits_and_copies_at_inferenc
                                atol=1e-5)
     assert trained.shape == copied.shape == (2, 4, 16, 16, 11)
     np.testing.assert_array_equal(trained[:, 0], copied[:, 0])
-    model(images, training=True)
+    model(images, training=True)  # the hooks of a training pass again (the call above was an inference one)
     for k, hook in enumerate(model.last_hooks, start=2):
         keep = np.asarray(hook.mask_at(16, 16))[..., None]
         assert 0.3 < keep.mean() < 0.9
