@@ -80,17 +80,25 @@ def test_mask_shares_model_computes_the_given_shares(bench):
     assert model.mask_fn.__name__ == "confidence_mask"  # the model's own rule is back after the pass
 
 
+def _with_plain_twin(bench, experiment):
+    """Test images, the fixed-share model wrapped by ``experiment`` and the plain fixed-share model, same weights."""
+    import numpy as np
+
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    fixed = bench._fixed_share_model((0.8, 0.6, 0.4))
+    model = experiment(fixed)(bench.SMALL, classes=11, exit_width=32, mode="dense", name="twin")
+    plain = fixed(bench.SMALL, classes=11, exit_width=32, mode="dense", name="twin")
+    plain(images[:1])
+    plain.set_weights(model.get_weights())
+    return images, model, plain
+
+
 def test_detached_copy_model_keeps_the_values_and_cuts_the_copied_pixels_gradient(bench):
     """``--detach-copied``: the same outputs as ADP-C, but the loss at the pixels exit 2 copies trains nothing."""
     import numpy as np
     import tensorflow as tf
 
-    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    fixed = bench._fixed_share_model((0.8, 0.6, 0.4))
-    model = bench._detached_copy_model(fixed)(bench.SMALL, classes=11, exit_width=32, mode="dense", name="d")
-    plain = fixed(bench.SMALL, classes=11, exit_width=32, mode="dense", name="d")
-    plain(images[:1])
-    plain.set_weights(model.get_weights())
+    images, model, plain = _with_plain_twin(bench, bench._detached_copy_model)
     with tf.GradientTape() as tape:
         outs = model(images)
         copied = 1.0 - model.last_hooks[0].mask_at(16, 16)[..., None]
@@ -105,12 +113,7 @@ def test_own_logits_model_trains_on_each_exits_own_logits_and_copies_at_inferenc
     values where computed, the segment's RBF-fed computation where skipped); at inference they copy as ADP-C does."""
     import numpy as np
 
-    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    fixed = bench._fixed_share_model((0.8, 0.6, 0.4))
-    model = bench._own_logits_model(fixed)(bench.SMALL, classes=11, exit_width=32, mode="dense", name="own")
-    plain = fixed(bench.SMALL, classes=11, exit_width=32, mode="dense", name="own")
-    plain(images[:1])
-    plain.set_weights(model.get_weights())
+    images, model, plain = _with_plain_twin(bench, bench._own_logits_model)
     trained = np.asarray(model(images, training=True))  # batch statistics in both: compare like with like
     copied = np.asarray(plain(images, training=True))
     np.testing.assert_allclose(np.asarray(model(images, training=False)), np.asarray(plain(images, training=False)),
