@@ -18,6 +18,7 @@ import tensorflow as tf
 
 import keras_visrec as kv
 from keras_visrec.layers import LayerNorm, PointwiseDense
+from keras_visrec.layers import conv as conv_module
 from keras_visrec.layers import fused
 from keras_visrec.layers.conv import _onednn_on_cpu_only
 from keras_visrec.layers.fused import fused_training
@@ -184,6 +185,58 @@ def test_one_training_step_has_the_gradients_of_plain_autodiff():
     print(f"one step, {len(errors)} gradients: worst relative difference {errors[worst]:.2e} ({worst}); "
           f"median {np.median(list(errors.values())):.2e}")
     assert errors[worst] <= TOLERANCE
+
+
+@pytest.mark.parametrize("shape, kernel", [((6, 9, 11, 5), (7, 7)), ((1, 4, 4, 3), (3, 5)), ((8, 7, 7, 16), (7, 7))])
+@pytest.mark.parametrize("min_elements", [1, conv_module.DEPTHWISE_GRAD_MIN_ELEMENTS])
+def test_swapped_depthwise_kernel_gradient_equals_tensorflows(shape, kernel, min_elements, monkeypatch):
+    """Groups of 4 images with a remainder (``min_elements=1``: 6 = 4 + 2), one group of the whole batch (the
+    default on these small maps), a single image, a non-square kernel."""
+    monkeypatch.setattr(conv_module, "DEPTHWISE_GRAD_MIN_ELEMENTS", min_elements)
+    rng = np.random.default_rng(7)
+    x, upstream = (tf.constant(rng.normal(size=shape).astype("float32")) for _ in range(2))
+    reference = tf.compat.v1.nn.depthwise_conv2d_native_backprop_filter(x, (*kernel, shape[-1], 1), upstream,
+                                                                         [1, 1, 1, 1], "SAME")
+    swapped = conv_module.swapped_depthwise_kernel_gradient(x, upstream, kernel)
+    assert swapped.shape == reference.shape
+    assert _relative(swapped, reference) <= 1e-5
+
+
+def test_convnext_step_with_the_swapped_depthwise_gradient_has_the_gradients_of_plain_autodiff(monkeypatch):
+    """Forced on (CI's CPU runs TensorFlow without oneDNN, where the layer keeps TensorFlow's own kernel
+    gradient): the training graph has no depthwise kernel-gradient op, and the step's gradients are plain autodiff's."""
+    monkeypatch.setattr(conv_module, "_onednn_on_cpu_only", lambda: True)
+    model = _tiny(drop_path_rate=0.0)
+    _randomise(model, seed=1)
+    x = np.random.default_rng(8).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    y = np.arange(5) % 10
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    def op_types(fn):
+        return {op.type for op in fn.get_concrete_function().graph.get_operations()}
+
+    fast = tf.function(step)
+    assert "DepthwiseConv2dNativeBackpropFilter" not in op_types(fast)
+    with fused_training(False):
+        plain = tf.function(step)
+        assert "DepthwiseConv2dNativeBackpropFilter" in op_types(plain)
+        reference = plain()
+    errors = {v.path: _relative(a, b) for v, a, b in zip(model.trainable_variables, fast(), reference)}
+    print(f"swapped depthwise kernel gradient, one step: worst relative difference {max(errors.values()):.2e}")
+    assert max(errors.values()) <= TOLERANCE
+    # inference, strided, dilated, even-kernel, "valid" and unknown-batch convs keep Keras' own path
+    x = tf.zeros((2, 8, 8, 4))
+    same = kv.layers.DepthwiseConv2D(7, padding="same")
+    assert same._swaps_kernel_gradient(x, True) and not same._swaps_kernel_gradient(x, False)
+    assert not same._swaps_kernel_gradient(keras.KerasTensor((None, 8, 8, 4)), True)
+    for kwargs in (dict(strides=2, padding="same"), dict(dilation_rate=2, padding="same"), dict(padding="valid")):
+        assert not kv.layers.DepthwiseConv2D(3, **kwargs)._swaps_kernel_gradient(x, True)
+    assert not kv.layers.DepthwiseConv2D(4, padding="same")._swaps_kernel_gradient(x, True)
 
 
 def test_inference_graph_and_other_dtypes_keep_the_generic_path():

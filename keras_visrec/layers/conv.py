@@ -29,6 +29,15 @@ gradient kernels are about 2.5× slower than its float32 ones (ConvNeXt-T's 7×7
 an AVX-512/AMX CPU), so while training on the TensorFlow CPU path a bfloat16 / float16 depthwise
 convolution computes in float32 (kernel and inputs as the mixed policy rounds them, output cast
 back): the same function with float32 accumulation, at float32 speed.
+
+Its kernel gradient, too, avoids oneDNN's op when training on that path (stride 1, ``same`` padding, odd
+kernel, multiplier 1, static shapes): oneDNN's 7×7 depthwise kernel gradient runs at 2–12 GFLOP/s, worst on
+small maps (ConvNeXt-T's stage 4 at batch 8: 12 ms). The same sums are a *forward* depthwise convolution
+with the roles swapped: a group of images moved into the channels, ``(1, H + k − 1, W + k − 1, C·g)``,
+convolved ``valid`` with the upstream gradient as the kernel ``(H, W, C·g, 1)``, gives each channel's
+correlation at the ``k×k`` offsets; the groups' results are summed. Groups of ``DEPTHWISE_GRAD_GROUP`` (4) images
+were fastest at every ConvNeXt-T stage at batch 8 and 32 (2-core AVX-512/AMX VM: 1.4–6.6× oneDNN's op,
+``bench/README.md``). Without oneDNN, TensorFlow's own kernel gradient is the fast one and is kept.
 """
 
 import functools
@@ -38,8 +47,14 @@ import numpy as np
 
 from keras_visrec.layers import fused
 
-__all__ = ["Conv2D", "DepthwiseConv2D", "generic_conv_active", "tf_conv2d", "winograd_applies"]
+__all__ = ["Conv2D", "DepthwiseConv2D", "generic_conv_active", "swapped_depthwise_kernel_gradient", "tf_conv2d",
+           "winograd_applies"]
 
+# Images per forward depthwise conv of the swapped kernel gradient (see the module docstring): at least
+# DEPTHWISE_GRAD_GROUP, doubled until a group holds DEPTHWISE_GRAD_MIN_ELEMENTS input elements, so that the small
+# maps of small models (ConvNeXt-Atto on 32x32 digits: 8x8x40 in stage 1) do not become hundreds of tiny convs
+DEPTHWISE_GRAD_GROUP = 4
+DEPTHWISE_GRAD_MIN_ELEMENTS = 2 ** 17
 # Where Winograd F(2x2, 3x3) beats the direct convolution (2-core AVX-512 VM, bench/README.md: 2048->512 at
 # 128x128 0.63x the time, 512->512 at 64x64 0.73x; 512->512 at 32x32 1.39x, 64->48 2.0x)
 WINOGRAD_MIN_CHANNELS = 512
@@ -214,21 +229,82 @@ class Conv2D(keras.layers.Conv2D):
         return super().convolution_op(inputs, kernel)
 
 
+def swapped_depthwise_kernel_gradient(x, upstream, kernel_size):
+    """The kernel gradient ``(kh, kw, C, 1)`` of a stride-1 ``same`` depthwise conv (multiplier 1) of ``x``
+    (NHWC, static shape) whose output gradient is ``upstream``, as forward depthwise convs with the roles of
+    input and kernel swapped, a group of images at a time (see the module docstring)."""
+    import tensorflow as tf
+
+    batch, height, width, channels = (int(d) for d in x.shape)
+    kh, kw = (int(k) for k in kernel_size)
+    # after the upstream gradient exists: TensorFlow would otherwise build every layer's padded copy as soon
+    # as the forward pass made ``x``, and hold them all until the backward pass reached them
+    with tf.control_dependencies([upstream]):
+        padded = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
+    size = DEPTHWISE_GRAD_GROUP
+    while size < batch and size * height * width * channels < DEPTHWISE_GRAD_MIN_ELEMENTS:
+        size *= 2
+    total = None
+    for start in range(0, batch, size):
+        group = min(size, batch - start)
+        # the group's images into the channels: channel c of image i becomes channel c·group + i
+        image = tf.reshape(tf.transpose(padded[start:start + group], (1, 2, 3, 0)),
+                           (1, height + kh - 1, width + kw - 1, channels * group))
+        kernel = tf.reshape(tf.transpose(upstream[start:start + group], (1, 2, 3, 0)), (height, width, channels * group, 1))
+        part = tf.nn.depthwise_conv2d(image, kernel, [1, 1, 1, 1], "VALID")  # (1, kh, kw, C·group)
+        part = tf.reduce_sum(tf.reshape(part, (kh, kw, channels, group)), -1)
+        total = part if total is None else total + part
+    return total[..., None]
+
+
+@functools.lru_cache(maxsize=None)
+def _depthwise_same(kernel_size):
+    """``tf.nn.depthwise_conv2d`` (stride 1, ``same``) whose kernel gradient is the swapped one."""
+    import tensorflow as tf
+
+    strides4 = [1, 1, 1, 1]
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(upstream):
+            dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(input_sizes=tf.shape(x), filter=kernel,
+                                                               out_backprop=upstream, strides=strides4, padding="SAME")
+            return dx, swapped_depthwise_kernel_gradient(x, upstream, kernel_size)
+
+        return tf.nn.depthwise_conv2d(x, kernel, strides4, "SAME"), grad
+
+    return conv
+
+
 @keras.saving.register_keras_serializable(package="keras_visrec")
 class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """``keras.layers.DepthwiseConv2D`` (same arguments) whose half-precision TensorFlow CPU training
-    computes in float32 (oneDNN's bfloat16 depthwise gradients are the slow ones)."""
+    """``keras.layers.DepthwiseConv2D`` (same arguments) that trains faster on TensorFlow's oneDNN CPU path:
+    half precision computes in float32 (oneDNN's bfloat16 depthwise gradients are the slow ones), and the
+    kernel gradient of stride-1 ``same`` convs is the swapped one (:func:`swapped_depthwise_kernel_gradient`)."""
 
     def call(self, inputs, training=None):
-        if not self._widens(inputs, training):
+        widen, swap = self._widens(inputs, training), self._swaps_kernel_gradient(inputs, training)
+        if not (widen or swap):
             return super().call(inputs)
         ops = keras.ops
-        outputs = ops.depthwise_conv(ops.cast(inputs, "float32"), ops.cast(self.kernel, "float32"),
-                                     strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate,
-                                     data_format=self.data_format)
+        x, kernel = (ops.cast(inputs, "float32"), ops.cast(self.kernel, "float32")) if widen else (inputs, self.kernel)
+        if swap:
+            outputs = _depthwise_same(tuple(self.kernel_size))(x, kernel)
+        else:
+            outputs = ops.depthwise_conv(x, kernel, strides=self.strides, padding=self.padding,
+                                         dilation_rate=self.dilation_rate, data_format=self.data_format)
         if self.use_bias:
-            outputs = ops.add(outputs, ops.cast(self.bias, "float32"))
+            outputs = ops.add(outputs, ops.cast(self.bias, outputs.dtype))
         return ops.cast(outputs, inputs.dtype)
+
+    def _swaps_kernel_gradient(self, inputs, training):
+        """Whether this call's kernel gradient is the swapped one: training on TensorFlow's oneDNN CPU path, a
+        stride-1 ``same`` undilated conv of odd kernel and multiplier 1, static input shape."""
+        kh, kw = self.kernel_size
+        return (self.data_format == "channels_last" and tuple(self.strides) == (1, 1) and self.padding == "same"
+                and tuple(self.dilation_rate) == (1, 1) and self.depth_multiplier == 1 and kh % 2 == 1 and kw % 2 == 1
+                and None not in tuple(inputs.shape) and self.activation in (None, keras.activations.linear)
+                and fused.fused_enabled(training, inputs.dtype, half=True) and _onednn_on_cpu_only())
 
     def _widens(self, inputs, training):
         """Whether this call computes in float32: half-precision training on TensorFlow's oneDNN CPU path."""
