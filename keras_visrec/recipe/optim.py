@@ -162,10 +162,11 @@ class LayerDecayAdamW(keras.optimizers.AdamW):
     def update_step(self, gradient, variable, learning_rate):
         scale = self.lr_scale(variable)
         learning_rate = keras.ops.cast(learning_rate, variable.dtype) * scale
-        # Decoupled weight decay with the scaled rate, before the Adam step (PyTorch's order).
+        # Decoupled weight decay with the scaled rate, before the Adam step (PyTorch's order and form,
+        # p·(1 − lr·wd): one pass over the variable, where p − p·(lr·wd) takes two)
         if self.weight_decay is not None and self._use_weight_decay(variable):
             wd = keras.ops.cast(self.weight_decay, variable.dtype)
-            self.assign_sub(variable, variable * (wd * learning_rate))
+            self.assign(variable, variable * (1.0 - wd * learning_rate))
         if self._fuses_update(gradient, variable):
             self._fused_adam_step(gradient, variable, learning_rate)
         else:
