@@ -33,10 +33,10 @@ back): the same function with float32 accumulation, at float32 speed.
 Its kernel gradient, too, avoids oneDNN's op when training on that path (stride 1, ``same`` padding, odd
 kernel, multiplier 1, static shapes): oneDNN's 7×7 depthwise kernel gradient runs at 2–12 GFLOP/s, worst on
 small maps (ConvNeXt-T's stage 4 at batch 8: 12 ms). The same sums are a *forward* depthwise convolution
-with the roles swapped: a group of images moved into the channels, ``(1, H + k − 1, W + k − 1, C·g)``,
-convolved ``valid`` with the upstream gradient as the kernel ``(H, W, C·g, 1)``, gives each channel's
+with the roles swapped: a group of images moved into the channels, ``(1, H + k − 1, W + k − 1, g·C)``,
+convolved ``valid`` with the upstream gradient as the kernel ``(H, W, g·C, 1)``, gives each channel's
 correlation at the ``k×k`` offsets; the groups' results are summed. Groups of ``DEPTHWISE_GRAD_GROUP`` (4) images
-were fastest at every ConvNeXt-T stage at batch 8 and 32 (2-core AVX-512/AMX VM: 1.4–6.6× oneDNN's op,
+were fastest at every ConvNeXt-T stage at batch 8 and 32 (2-core AVX-512/AMX VM: 1.5–7× oneDNN's op,
 ``bench/README.md``). Without oneDNN, TensorFlow's own kernel gradient is the fast one and is kept.
 """
 
@@ -247,12 +247,13 @@ def swapped_depthwise_kernel_gradient(x, upstream, kernel_size):
     total = None
     for start in range(0, batch, size):
         group = min(size, batch - start)
-        # the group's images into the channels: channel c of image i becomes channel c·group + i
-        image = tf.reshape(tf.transpose(padded[start:start + group], (1, 2, 3, 0)),
-                           (1, height + kh - 1, width + kw - 1, channels * group))
-        kernel = tf.reshape(tf.transpose(upstream[start:start + group], (1, 2, 3, 0)), (height, width, channels * group, 1))
-        part = tf.nn.depthwise_conv2d(image, kernel, [1, 1, 1, 1], "VALID")  # (1, kh, kw, C·group)
-        part = tf.reduce_sum(tf.reshape(part, (kh, kw, channels, group)), -1)
+        # the group's images into the channels: channel c of image i becomes channel i·C + c (the transpose
+        # moves whole pixels of C values)
+        image = tf.reshape(tf.transpose(padded[start:start + group], (1, 2, 0, 3)),
+                           (1, height + kh - 1, width + kw - 1, group * channels))
+        kernel = tf.reshape(tf.transpose(upstream[start:start + group], (1, 2, 0, 3)), (height, width, group * channels, 1))
+        part = tf.nn.depthwise_conv2d(image, kernel, [1, 1, 1, 1], "VALID")  # (1, kh, kw, group·C)
+        part = tf.reduce_sum(tf.reshape(part, (kh, kw, group, channels)), 2)
         total = part if total is None else total + part
     return total[..., None]
 
