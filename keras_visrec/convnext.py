@@ -26,8 +26,8 @@ the official dense-prediction backbones (``norm0`` … ``norm3`` of facebookrese
 
 Isotropic models have one stage (``s = 0``). The depthwise conv is a ``DepthwiseConv2D``
 (:class:`keras_visrec.layers.DepthwiseConv2D`, Keras' layer that trains in float32 under mixed
-precision on the CPU): the grouped ``Conv2D`` that keras.applications uses runs about 5× slower on
-TensorFlow's CPU kernels.
+precision on the CPU and, on oneDNN, computes its kernel gradient as swapped forward convolutions): the
+grouped ``Conv2D`` that keras.applications uses runs about 5× slower on TensorFlow's CPU kernels.
 The norms are :class:`~keras_visrec.layers.LayerNorm`: Keras' ``LayerNormalization`` with the same
 weights, computed in fewer full-size passes.
 """
