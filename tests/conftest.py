@@ -57,12 +57,14 @@ def digits32():
 def onednn_rewrites(monkeypatch):
     """As in a process where ``import keras_visrec`` came first (or on CPUs where TensorFlow turns them on by
     default, e.g. with AVX512_VNNI / AMX): TensorFlow rewrites convs to oneDNN, so ``layers.Conv2D`` takes
-    TensorFlow's generic ``Conv`` op. The suite imports TensorFlow first, which leaves them off elsewhere."""
+    TensorFlow's generic ``Conv`` op — every conv, as on an AVX2 CPU (pinned here; on AVX-512 CPUs the narrow ones
+    stay on oneDNN). The suite imports TensorFlow first, which leaves them off elsewhere."""
     from keras_visrec.layers import conv
 
     conv._onednn_on_cpu_only.cache_clear()
     from tensorflow.python.util import _pywrap_util_port
 
     monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: True)
+    monkeypatch.setattr(conv, "_cpu_has_avx512", lambda: False)  # an AVX2 CPU: every conv takes the generic op
     yield
     conv._onednn_on_cpu_only.cache_clear()

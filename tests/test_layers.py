@@ -257,6 +257,28 @@ def test_conv2d_off_onednn_equals_keras_conv2d_forward_and_backward(onednn_rewri
     assert isinstance(reloaded, kl.Conv2D) and reloaded.get_config() == ours.get_config()
 
 
+def test_on_avx512_cpus_narrow_convs_stay_on_onednn_and_wide_ones_take_the_generic_op(onednn_rewrites, monkeypatch):
+    import tensorflow as tf
+
+    from keras_visrec.layers import conv
+
+    x = tf.zeros((1, 8, 8, 5))
+    layer = kl.Conv2D(4, 3, padding="same")
+    layer.build(x.shape)
+
+    def op_types():
+        return {op.type for op in tf.function(lambda t: layer(t)).get_concrete_function(x).graph.get_operations()}
+
+    assert conv.conv_routing() == "generic" and "Conv" in op_types()  # AVX2 (the fixture): the generic op
+    monkeypatch.setattr(conv, "_cpu_has_avx512", lambda: True)
+    assert conv.conv_routing() == "onednn-narrow"
+    assert "Conv2D" in op_types() and "Conv" not in op_types()  # 5 < ONEDNN_MAX_CHANNELS input channels
+    monkeypatch.setattr(conv, "ONEDNN_MAX_CHANNELS", 5)
+    assert "Conv" in op_types() and "Conv2D" not in op_types()  # as wide as the threshold: the generic op
+    with kl.fused_training(False):
+        assert conv.conv_routing() == "tf"
+
+
 @pytest.mark.parametrize("shape, filters, chunk_bytes", [((2, 67, 63, 24), 16, None), ((1, 8, 8, 24), 8, 4096),
                                                          ((1, 5, 3, 24), 8, None)])
 def test_wide_3x3_convs_take_winograd_equal_to_the_direct_conv_with_its_gradients(onednn_rewrites, monkeypatch,

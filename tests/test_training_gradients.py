@@ -229,6 +229,8 @@ def test_convnext_step_with_the_swapped_depthwise_gradient_has_the_gradients_of_
     errors = {v.path: _relative(a, b) for v, a, b in zip(model.trainable_variables, fast(), reference)}
     print(f"swapped depthwise kernel gradient, one step: worst relative difference {max(errors.values()):.2e}")
     assert max(errors.values()) <= TOLERANCE
+    # eagerly too (a custom gradient that read the kernel variable itself would fail here)
+    assert max(_relative(a, b) for a, b in zip(step(), reference)) <= TOLERANCE
     # inference, strided, dilated, even-kernel, "valid" and unknown-batch convs keep Keras' own path
     x = tf.zeros((2, 8, 8, 4))
     same = kv.layers.DepthwiseConv2D(7, padding="same")

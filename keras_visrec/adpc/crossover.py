@@ -198,10 +198,10 @@ def machine_signature():
     except OSError:
         pass
     from keras_visrec.adpc.sparse import KERNELS
-    from keras_visrec.layers.conv import generic_conv_active
+    from keras_visrec.layers.conv import conv_routing
 
     threads = tf.config.threading.get_intra_op_parallelism_threads()
-    kernel = "generic" if generic_conv_active() else "tf"  # which kernel runs the convs (layers.Conv2D)
+    kernel = conv_routing()  # which kernel runs the convs (layers.Conv2D)
     return (f"{cpu} | {os.cpu_count()} cores | tensorflow {tf.__version__} | intra-op {threads or 'default'} "
             f"| conv {kernel} | sparse kernels {KERNELS}")
 

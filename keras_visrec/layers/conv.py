@@ -13,6 +13,12 @@ it and takes ``Conv2D``'s own gradient ops for the backward pass. Other backends
 ``KERAS_VISREC_FUSED_TRAINING=0`` and processes without oneDNN rewrites run Keras's code.
 Weights, names and config are Keras's ``Conv2D``'s; exporters emit it as a plain ``Conv2D``.
 
+On CPUs with AVX-512, oneDNN has kernels of its own for these shapes and is the faster one below
+``ONEDNN_MAX_CHANNELS`` input channels (HRNet's and ADP-C's convs, 0.62–0.95× the generic op's time on
+2-core AVX-512 VMs, ``bench/conv_onednn.py``; its strip convolutions too): there those convolutions stay on
+oneDNN's ``Conv2D``, and only the wide ones (UperNet's 512+ channels, where oneDNN takes 1.8–2.3×) take the
+generic op.
+
 Wide 3×3 convolutions (stride 1, ``same`` padding, at least ``WINOGRAD_MIN_CHANNELS`` input
 channels on a map of at least ``WINOGRAD_MIN_PIXELS``: UperNet's FPN and fusion convs) compute their
 forward pass as Winograd F(2×2, 3×3) instead: 16 GEMMs over 4×4 input tiles do 2.25× fewer
@@ -47,7 +53,7 @@ import numpy as np
 
 from keras_visrec.layers import fused
 
-__all__ = ["Conv2D", "DepthwiseConv2D", "generic_conv_active", "swapped_depthwise_kernel_gradient", "tf_conv2d",
+__all__ = ["Conv2D", "DepthwiseConv2D", "conv_routing", "generic_conv_active", "swapped_depthwise_kernel_gradient", "tf_conv2d",
            "winograd_applies"]
 
 # Images per forward depthwise conv of the swapped kernel gradient (see the module docstring): at least
@@ -55,6 +61,8 @@ __all__ = ["Conv2D", "DepthwiseConv2D", "generic_conv_active", "swapped_depthwis
 # maps of small models (ConvNeXt-Atto on 32x32 digits: 8x8x40 in stage 1) do not become hundreds of tiny convs
 DEPTHWISE_GRAD_GROUP = 4
 DEPTHWISE_GRAD_MIN_ELEMENTS = 2 ** 17
+# On AVX-512 CPUs, convolutions with fewer input channels than this stay on oneDNN (see the module docstring)
+ONEDNN_MAX_CHANNELS = 512
 # Where Winograd F(2x2, 3x3) beats the direct convolution (2-core AVX-512 VM, bench/README.md: 2048->512 at
 # 128x128 0.63x the time, 512->512 at 64x64 0.73x; 512->512 at 32x32 1.39x, 64->48 2.0x)
 WINOGRAD_MIN_CHANNELS = 512
@@ -108,15 +116,36 @@ def _generic_conv(strides, padding):
     return conv
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_has_avx512():
+    """Whether this CPU has AVX-512 (``avx512f`` in ``/proc/cpuinfo``; elsewhere assumed not)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            return any(line.startswith("flags") and " avx512f" in line for line in handle)
+    except OSError:
+        return False
+
+
 def generic_conv_active(dtype="float32"):
-    """Whether float32 convolutions take TensorFlow's generic ``Conv`` op here (timings depend on it)."""
+    """Whether float32 convolutions take TensorFlow's generic ``Conv`` op here (all of them, or on AVX-512 CPUs
+    those of ``ONEDNN_MAX_CHANNELS`` input channels or more; timings depend on it)."""
     return _onednn_on_cpu_only() and fused.fused_enabled(True, dtype)
 
 
-def _generic_applies(x, kernel, dilations):
+def conv_routing():
+    """Which kernel runs float32 convolutions here: `"tf"` (Keras's ``Conv2D``, no oneDNN rewrite), `"generic"`
+    (TensorFlow's generic ``Conv`` op) or `"onednn-narrow"` (oneDNN below ``ONEDNN_MAX_CHANNELS`` input channels,
+    the generic op from there)."""
+    if not generic_conv_active():
+        return "tf"
+    return "onednn-narrow" if _cpu_has_avx512() else "generic"
+
+
+def _generic_applies(x, kernel, dilations, narrow_on_onednn=True):
     # undilated only: the CPU gradient kernels take no dilation
+    narrow = narrow_on_onednn and _cpu_has_avx512() and int(kernel.shape[2]) < ONEDNN_MAX_CHANNELS
     return (tuple(dilations) == (1, 1) and keras.backend.standardize_dtype(kernel.dtype) == "float32"
-            and generic_conv_active(x.dtype))
+            and generic_conv_active(x.dtype) and not narrow)
 
 
 def _generic(x, kernel, strides, padding):
@@ -210,10 +239,12 @@ def _winograd_conv():
 
 
 def tf_conv2d(x, kernel, strides=(1, 1), padding="VALID", dilations=(1, 1)):
-    """``tf.nn.conv2d`` (NHWC) for TensorFlow code paths, off oneDNN where :class:`Conv2D` would be."""
+    """``tf.nn.conv2d`` (NHWC) for TensorFlow code paths, off oneDNN where :class:`Conv2D` would be, and where the
+    batch size is unknown at trace time: oneDNN's conv gives a wrongly shaped result for an empty batch (the sparse
+    tile convolutions of an empty mask)."""
     import tensorflow as tf
 
-    if _generic_applies(x, kernel, dilations):
+    if _generic_applies(x, kernel, dilations, narrow_on_onednn=bool(x.shape[0])):
         return _generic(x, kernel, strides, padding)
     return tf.nn.conv2d(x, kernel, (1, *strides, 1), padding.upper(), dilations=(1, *dilations, 1))
 
@@ -289,8 +320,11 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
             return super().call(inputs)
         ops = keras.ops
         x, kernel = (ops.cast(inputs, "float32"), ops.cast(self.kernel, "float32")) if widen else (inputs, self.kernel)
-        if swap:
-            outputs = _depthwise_same(tuple(self.kernel_size))(x, kernel)
+        if swap:  # TensorFlow's path only
+            import tensorflow as tf
+
+            # a tensor kernel: the gradient reaches the variable (a variable would need grad_fn(variables=))
+            outputs = _depthwise_same(tuple(self.kernel_size))(x, tf.convert_to_tensor(kernel))
         else:
             outputs = ops.depthwise_conv(x, kernel, strides=self.strides, padding=self.padding,
                                          dilation_rate=self.dilation_rate, data_format=self.data_format)
