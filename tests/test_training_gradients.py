@@ -236,6 +236,7 @@ def test_convnext_step_with_the_swapped_depthwise_gradient_has_the_gradients_of_
     same = kv.layers.DepthwiseConv2D(7, padding="same")
     assert same._swaps_kernel_gradient(x, True) and not same._swaps_kernel_gradient(x, False)
     assert not same._swaps_kernel_gradient(keras.KerasTensor((None, 8, 8, 4)), True)
+    assert not same._swaps_kernel_gradient(tf.zeros((0, 8, 8, 4)), True)  # an empty batch: nothing to group
     for kwargs in (dict(strides=2, padding="same"), dict(dilation_rate=2, padding="same"), dict(padding="valid")):
         assert not kv.layers.DepthwiseConv2D(3, **kwargs)._swaps_kernel_gradient(x, True)
     assert not kv.layers.DepthwiseConv2D(4, padding="same")._swaps_kernel_gradient(x, True)

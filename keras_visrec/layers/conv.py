@@ -334,11 +334,11 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
     def _swaps_kernel_gradient(self, inputs, training):
         """Whether this call's kernel gradient is the swapped one: training on TensorFlow's oneDNN CPU path, a
-        stride-1 ``same`` undilated conv of odd kernel and multiplier 1, static input shape."""
+        stride-1 ``same`` undilated conv of odd kernel and multiplier 1, static non-empty input shape."""
         kh, kw = self.kernel_size
         return (self.data_format == "channels_last" and tuple(self.strides) == (1, 1) and self.padding == "same"
                 and tuple(self.dilation_rate) == (1, 1) and self.depth_multiplier == 1 and kh % 2 == 1 and kw % 2 == 1
-                and None not in tuple(inputs.shape) and self.activation in (None, keras.activations.linear)
+                and all(tuple(inputs.shape)) and self.activation in (None, keras.activations.linear)
                 and fused.fused_enabled(training, inputs.dtype, half=True) and _onednn_on_cpu_only())
 
     def _widens(self, inputs, training):
