@@ -53,8 +53,8 @@ import numpy as np
 
 from keras_visrec.layers import fused
 
-__all__ = ["Conv2D", "DepthwiseConv2D", "conv_routing", "generic_conv_active", "swapped_depthwise_kernel_gradient", "tf_conv2d",
-           "winograd_applies"]
+__all__ = ["Conv2D", "DepthwiseConv2D", "conv_routing", "generic_conv_active", "swapped_depthwise_kernel_gradient",
+           "tf_conv2d", "winograd_applies"]
 
 # Images per forward depthwise conv of the swapped kernel gradient (see the module docstring): at least
 # DEPTHWISE_GRAD_GROUP, doubled until a group holds DEPTHWISE_GRAD_MIN_ELEMENTS input elements, so that the small
@@ -127,8 +127,8 @@ def _cpu_has_avx512():
 
 
 def generic_conv_active(dtype="float32"):
-    """Whether float32 convolutions take TensorFlow's generic ``Conv`` op here (all of them, or on AVX-512 CPUs
-    those of ``ONEDNN_MAX_CHANNELS`` input channels or more; timings depend on it)."""
+    """Whether float32 convolutions may take TensorFlow's generic ``Conv`` op here (timings depend on it; which
+    ones: :func:`conv_routing`)."""
     return _onednn_on_cpu_only() and fused.fused_enabled(True, dtype)
 
 
@@ -332,18 +332,21 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
             outputs = ops.add(outputs, ops.cast(self.bias, outputs.dtype))
         return ops.cast(outputs, inputs.dtype)
 
+    def _trains_on_onednn(self, inputs, training):
+        """Whether this call trains on TensorFlow's oneDNN CPU path (channels-last, no activation of its own),
+        where both of this layer's changes apply."""
+        return (self.data_format == "channels_last" and self.activation in (None, keras.activations.linear)
+                and fused.fused_enabled(training, inputs.dtype, half=True) and _onednn_on_cpu_only())
+
     def _swaps_kernel_gradient(self, inputs, training):
         """Whether this call's kernel gradient is the swapped one: training on TensorFlow's oneDNN CPU path, a
         stride-1 ``same`` undilated conv of odd kernel and multiplier 1, static non-empty input shape."""
         kh, kw = self.kernel_size
-        return (self.data_format == "channels_last" and tuple(self.strides) == (1, 1) and self.padding == "same"
-                and tuple(self.dilation_rate) == (1, 1) and self.depth_multiplier == 1 and kh % 2 == 1 and kw % 2 == 1
-                and all(tuple(inputs.shape)) and self.activation in (None, keras.activations.linear)
-                and fused.fused_enabled(training, inputs.dtype, half=True) and _onednn_on_cpu_only())
+        return (tuple(self.strides) == (1, 1) and self.padding == "same" and tuple(self.dilation_rate) == (1, 1)
+                and self.depth_multiplier == 1 and kh % 2 == 1 and kw % 2 == 1 and all(tuple(inputs.shape))
+                and self._trains_on_onednn(inputs, training))
 
     def _widens(self, inputs, training):
         """Whether this call computes in float32: half-precision training on TensorFlow's oneDNN CPU path."""
-        dtype = keras.backend.standardize_dtype(inputs.dtype)
-        return (dtype != "float32" and self.data_format == "channels_last"
-                and self.activation in (None, keras.activations.linear)
-                and fused.fused_enabled(training, dtype, half=True) and _onednn_on_cpu_only())
+        return (keras.backend.standardize_dtype(inputs.dtype) != "float32"
+                and self._trains_on_onednn(inputs, training))
