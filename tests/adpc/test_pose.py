@@ -82,7 +82,10 @@ def test_pose_exits_predict_heatmaps_with_flip_and_count_flops(tiny_config):
 # leaves the final exit below exit 3 however long it trains
 POSE_CONFIG = dict(stem=16, layer1=(1, 8), stages=((1, (1, 1), (32, 32)), (1, (1, 1, 1), (32, 32, 32)),
                                                    (1, (1, 1, 1, 1), (32, 32, 32, 32))))
-NUM_TRAIN, EPOCHS, THRESHOLD = 256, 24, 0.05
+# 1024 canvases for 8 epochs, the final exit's loss weighted 2: with 256 canvases for 24 epochs exit 4
+# ended only 0.4-4 PCKh above exit 3 for some seeds (a CPU's numerics act as another seed: one CPU
+# path ended it 1.7 below); here it is 5.6-15.6 above for seeds 0-2 with oneDNN and seed 1 without
+NUM_TRAIN, NUM_TEST, EPOCHS, EXIT_WEIGHTS, THRESHOLD = 1024, 96, 8, (1.0, 1.0, 1.0, 2.0), 0.05
 
 
 @pytest.mark.slow
@@ -93,19 +96,22 @@ def test_digit_keypoints_pckh_rises_exit_to_exit_and_pixels_are_skipped():
     from keras_visrec.adpc import train_anytime
 
     keras.utils.set_random_seed(0)
-    train, test = load_digit_keypoints(size=64, num_train=NUM_TRAIN, num_test=48, seed=0)
+    train, test = load_digit_keypoints(size=64, num_train=NUM_TRAIN, num_test=NUM_TEST, seed=0)
     data = tf.data.Dataset.from_tensor_slices((train.images, train.heatmaps, train.target_weights)).shuffle(
         NUM_TRAIN, seed=0).batch(16, drop_remainder=True)
     model, _ = train_anytime(
         lambda: AnytimeHRNet(POSE_CONFIG, classes=5, exit_width=16, exit_type="rh", task="pose", mode="none",
                              bn_momentum=0.9),
-        data, epochs=EPOCHS, optimizer=keras.optimizers.Adam(5e-3), verbose=0)
+        data, epochs=EPOCHS, optimizer=keras.optimizers.Adam(5e-3), exit_weights=EXIT_WEIGHTS, verbose=0)
     plain = evaluate_pose_exits(model, test, mode="none", flip=False, progress=False)
     assert all(a < b for a, b in zip(plain.pckh, plain.pckh[1:])), plain.table()
     assert plain.pckh[3] > plain.pckh[0] + 15, plain.table()
     # the heatmap rule: pixels where no joint's heatmap reaches the threshold are background, skipped
     masked = evaluate_pose_exits(model, test, mode="sparse", threshold=THRESHOLD, flip=False, progress=False)
     assert max(masked.computed) < 0.5, masked.table()
-    assert all(a <= b for a, b in zip(masked.pckh, masked.pckh[1:])), masked.table()
-    assert masked.pckh[3] > masked.pckh[0] + 10, masked.table()
+    assert masked.pckh[0] < masked.pckh[1] < masked.pckh[2], masked.table()
+    # a pixel skipped once stays skipped (its copied heatmaps stay under the threshold), so joints that
+    # exits 1-2 miss are never looked at again: masked, exit 4 lands within a few PCKh of exit 3
+    # (-4.4 ... +9.4 over the runs above), well above exits 1 and 2
+    assert masked.pckh[3] > masked.pckh[1] + 5 and masked.pckh[3] > masked.pckh[0] + 10, masked.table()
     assert masked.gflops[3] < 0.6 * plain.gflops[3], masked.table()
