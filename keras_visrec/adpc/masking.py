@@ -13,7 +13,7 @@ What a convolution that the sparse mode runs densely does with the skipped pixel
 ``dense_fill``: `"rbf"` (default) blends them as above, so the result stays the dense
 simulation's; `"computed"` keeps the values it computed there, as the unmasked network does,
 and saves the blend pass, so that a busy segment (most convs dense) can cost what the unmasked one
-does (not yet measured at paper scale); it changes the outputs: a pixel computed next to a skipped one then reads
+does (at paper scale: ``bench/README.md``); it changes the outputs: a pixel computed next to a skipped one then reads
 its neighbour's real features instead of the RBF fill (the exit still copies the previous
 prediction wherever the mask is 0).
 

@@ -29,7 +29,8 @@ computed pixels are 40–90 % active, and with the halo do as much work as the d
 Single pixels (``tile=1``, the default) do only the computed pixels' work.
 
 The plan's indices are built lazily, once, inside the graph that uses them: a plan belongs to one
-trace (build another for another ``tf.function``), or to eager mode.
+trace (build another for another ``tf.function``), or to eager mode. Above its executor's limit
+(``sparse_up_to``: no way can win there) they are built empty, at run time.
 """
 
 from keras import ops
