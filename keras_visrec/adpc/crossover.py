@@ -385,16 +385,6 @@ class CrossoverTable:
         way = way or ways_of(kind)[0]
         return costs.crossover(way) if way in costs.ways else 0.0
 
-    def highest_crossover(self, height, width, tile):
-        """The highest crossover of any way of the table's kinds with output ``height × width`` and tile
-        ``tile`` (`None` when it has none there): above it every way of those kinds predicts dense."""
-        shares = []
-        for kind, costs in self.entries.items():
-            spec = _parse(kind)
-            if (spec["height"], spec["width"], spec["tile"]) == (height, width, tile):
-                shares += [costs.crossover(way) for way in costs.ways]
-        return max(shares) if shares else None
-
 
 def _checked(kind):
     _parse(kind)

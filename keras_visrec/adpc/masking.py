@@ -236,41 +236,23 @@ class SparseExecutor:
         self.mask4 = self.mask[..., None]
         self.tile = tile_side(height, width, hook.tile)
         self.single_tile = self.tile >= max(height, width)
-        self._limit = None if self.single_tile else self.sparse_up_to()  # before this resolution's first probe
         self._plan = None
 
     @property
     def plan(self):
         if self._plan is None:
-            self._plan = TilePlan(self.mask, self.tile, self._limit)
+            self._plan = TilePlan(self.mask, self.tile)
         return self._plan
-
-    def sparse_up_to(self):
-        """The highest tile share at which a convolution here may run a sparse way, or `None` (no limit).
-
-        The fixed rule's ``dense_above``; for the measured rule the highest crossover among the kinds at
-        this resolution that the table holds when the executor is made, before this resolution's first
-        convolution is probed (an empty table: no limit). Every way works on a share at least the tile
-        share, so above it each of those kinds predicts dense; a kind probed later is held to it by
-        :meth:`_choose` (:func:`keras_visrec.adpc.crossover.calibrate` first, as the bench does, lets it
-        see them all).
-        """
-        if self.hook.dense_above is not None:
-            return None if self.hook.dense_above >= 1.0 else self.hook.dense_above
-        return self._table().highest_crossover(self.height, self.width, self.tile)
-
-    def _table(self):
-        if self.hook.crossover is None:
-            from keras_visrec.adpc.crossover import default_table
-
-            self.hook.crossover = default_table()
-        return self.hook.crossover
 
     def costs(self, kind):
         """The :class:`~keras_visrec.adpc.crossover.KindCosts` deciding ``kind``, or `None` for the fixed rule."""
         if self.hook.dense_above is not None:
             return None
-        return self._table().costs(kind)
+        if self.hook.crossover is None:
+            from keras_visrec.adpc.crossover import default_table
+
+            self.hook.crossover = default_table()
+        return self.hook.crossover.costs(kind)
 
     def _choose(self, kind, dense, ways, stride=1, blend_only_in_ways=False):
         """Runs ``dense()`` or one of ``ways`` (``{way: (fn, prepare)}``): the fixed rule, or the least predicted
@@ -299,8 +281,6 @@ class SparseExecutor:
         predicted = [tf.constant(costs.dense, tf.float32)]
         predicted += [costs.cost(way, self.plan.share(way, stride)) + extra for way in options]
         choice = tf.argmin(tf.stack([tf.cast(p, tf.float32) for p in predicted]), output_type=tf.int32)
-        if self.plan.indexed is not None:  # above the plan's limit its indices are empty: dense
-            choice = tf.where(self.plan.indexed, choice, 0)
         return tf.switch_case(choice, [dense] + [ways[way][0] for way in options])
 
     def _masked_conv(self, layer, x, stride, pad, scale=1.0, offset=0.0, relu=False, residual=None):

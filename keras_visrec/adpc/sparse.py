@@ -29,8 +29,7 @@ computed pixels are 40–90 % active, and with the halo do as much work as the d
 Single pixels (``tile=1``, the default) do only the computed pixels' work.
 
 The plan's indices are built lazily, once, inside the graph that uses them: a plan belongs to one
-trace (build another for another ``tf.function``), or to eager mode. Above its executor's limit
-(``sparse_up_to``: no way can win there) they are built empty, at run time.
+trace (build another for another ``tf.function``), or to eager mode.
 """
 
 from keras import ops
@@ -92,12 +91,9 @@ class TilePlan:
     Args:
         mask: float tensor ``(batch, height, width)`` at the output resolution of the convolutions.
         tile: int. Wanted tile side; reduced to a power-of-two fraction dividing both sides.
-        sparse_up_to: float or `None`. The highest ``tile_share`` at which a sparse way may run here
-            (its executor's rule): above it the indices are built empty, so a busy resolution whose
-            convolutions all run densely does not pay for them. `None`: always built.
     """
 
-    def __init__(self, mask, tile=1, sparse_up_to=None):
+    def __init__(self, mask, tile=1):
         import tensorflow as tf
 
         self.height, self.width = int(mask.shape[1]), int(mask.shape[2])
@@ -110,7 +106,6 @@ class TilePlan:
             grid = tf.transpose(tf.reshape(mask, (-1, self.height // t, t, self.width // t, t)), (0, 1, 3, 2, 4))
             self._tiles = tf.reduce_max(grid, axis=(3, 4))
         self.tile_share = tf.reduce_mean(self._tiles)
-        self.indexed = None if sparse_up_to is None else self.tile_share <= sparse_up_to
         self._index = None
         self._patches = {}
         self._outputs = {}
@@ -121,22 +116,16 @@ class TilePlan:
 
         if self._index is None:
             t = self.tile
-            index = tf.cast(tf.where(self._gated(self._tiles > 0)), tf.int32)  # (n, 3): batch, tile row, column
+            index = tf.cast(tf.where(self._tiles > 0), tf.int32)  # (n, 3): batch, tile row, tile column
             batch, top, left = index[:, 0], index[:, 1] * t, index[:, 2] * t
             centre, _ = _flat_patch(batch, _grid(top, t), _grid(left, t), self.height, self.width)
             self._index = dict(count=tf.shape(index)[0], batch=batch, top=top, left=left,
                                centre=tf.reshape(centre, (-1, 1)))  # flat output pixels of every active tile
         return self._index
 
-    def _gated(self, active):
-        """``active``, or nothing active where the share is above ``sparse_up_to`` (no sparse way runs)."""
-        import tensorflow as tf
-
-        return active if self.indexed is None else tf.logical_and(active, self.indexed)
-
     @property
     def count(self):
-        """Number of active tiles (0 above ``sparse_up_to``)."""
+        """Number of active tiles."""
         return self._build_index()["count"]
 
     @property
@@ -269,8 +258,7 @@ class TilePlan:
             elements = tf.logical_or(active, after)
             if stride == 1:
                 elements = tf.logical_or(elements, tf.pad(active[:, :, 1:], [[0, 0], [0, 0], [0, 1]]))
-            count = tf.reduce_sum(tf.cast(elements, tf.int32))  # of the whole mask, gated or not
-            index = tf.cast(tf.where(self._gated(elements)), tf.int32)
+            index = tf.cast(tf.where(elements), tf.int32)
             dummy = tf.constant([[0, -8, -8]] * 3, tf.int32)  # off the map on every side
             index = tf.concat([index, dummy], 0)
             batch, row, col = index[:, 0], index[:, 1], index[:, 2] - 1
@@ -278,6 +266,7 @@ class TilePlan:
             total = self.batch_size * area
             inside = (row >= 0) & (col >= 0) & (col < self.width)
             centre = tf.where(inside, batch * area + row * self.width + col, total)
+            count = tf.shape(index)[0] - 3
             self._strips[stride] = dict(batch=batch, row=row, col=col, centre=centre[:, None], inputs={},
                                         share=tf.cast(count, tf.float32) / tf.cast(total, tf.float32))
         return self._strips[stride]

@@ -237,34 +237,6 @@ def test_measured_costs_pick_strips_and_stay_exact(tiny, monkeypatch):
         assert way == ("strips" if "strips" in xo.ways_of(kind) else "pixels"), kind
 
 
-def test_a_busy_resolution_builds_empty_indices_and_later_kinds_are_held_to_its_limit(tiny, monkeypatch):
-    """Above the highest crossover the table holds for a resolution no way runs there, so the plan's indices
-    are empty; a kind probed later with a higher crossover is held to that limit (dense), and stays exact."""
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
-    first = keras.ops.convert_to_numpy(keras.ops.softmax(tiny.anytime(x, mode="none")[0], axis=-1)).max(-1)
-    threshold = float(np.quantile(first, 0.45))
-    first_kind = {}
-    for kind in sorted(xo.model_kinds(tiny, (64, 64, 3))):
-        spec = xo._parse(kind)
-        first_kind.setdefault((spec["height"], spec["width"]), kind)
-    known = {kind: 0.3 for kind in first_kind.values()}  # the rest are probed while tracing, at 0.9
-    dense = [keras.ops.convert_to_numpy(o) for o in tiny.anytime(x, mode="dense", threshold=threshold)]
-    taken = _decisions(monkeypatch)
-    table = xo.CrossoverTable(entries=known, measure=lambda kind: xo.KindCosts.from_crossover(kind, 0.9))
-    monkeypatch.setattr(xo, "_DEFAULT", {"table": table, "path": None})
-    tiny.dense_above = None
-    sparse = tiny.anytime(x, mode="sparse", threshold=threshold)
-    for d, s in zip(dense, sparse):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(s), d, atol=1e-4 * max(1.0, float(np.abs(d).max())))
-    held = [(kind, way) for kind, way, share in taken if kind not in known and 0.3 < share < 0.9]
-    assert held and all(way == "dense" for _, way in held)  # 0.9 alone would have gathered them
-    assert any(way == "pixels" for kind, way, share in taken if kind not in known and share <= 0.3)
-    plans = [e._plan for hook in tiny.last_hooks for e in hook._executors.values() if e._plan is not None]
-    busy = [p for p in plans if float(p.tile_share) > 0.3]
-    assert busy and all(int(p.count) == 0 for p in busy)
-    assert all(int(p.count) > 0 for p in plans if 0.0 < float(p.tile_share) <= 0.3)
-
-
 def test_dense_only_resolution_builds_no_indices(tiny_config):
     mask = keras.ops.convert_to_tensor((np.random.default_rng(1).random((1, 16, 16)) < 0.3).astype("float32"))
     layer = keras.layers.Conv2D(4, 3)  # not masked: the hook says so

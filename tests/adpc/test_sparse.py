@@ -107,16 +107,3 @@ def test_strip_conv_is_exact_on_the_computed_pixels(stride, fill):
     np.testing.assert_allclose(y[mask > 0], dense_y[mask > 0], atol=1e-5)
     share = float(plan.share("strips", stride))
     assert share == 0.0 if fill == "empty" else share >= mask.mean()  # runs plus their halo
-
-
-def test_above_its_limit_a_plan_builds_empty_indices_and_keeps_the_shares():
-    mask = keras.ops.convert_to_tensor(_blobs(1, 16, 24, seed=3))
-    free, limited, loose = TilePlan(mask), TilePlan(mask, sparse_up_to=0.03), TilePlan(mask, sparse_up_to=0.5)
-    share = float(free.tile_share)
-    assert 0.03 < share < 0.5 and free.indexed is None
-    assert not bool(limited.indexed) and bool(loose.indexed)
-    assert int(limited.count) == 0 and int(loose.count) == int(free.count) > 0
-    assert float(limited.share("strips")) == float(free.share("strips")) > share  # the halo counts
-    assert int(keras.ops.shape(limited.strips(1)["centre"])[0]) == 3  # the dummies only
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loose.centre_index),
-                                  keras.ops.convert_to_numpy(free.centre_index))
