@@ -82,9 +82,9 @@ def test_pose_exits_predict_heatmaps_with_flip_and_count_flops(tiny_config):
 # leaves the final exit below exit 3 however long it trains
 POSE_CONFIG = dict(stem=16, layer1=(1, 8), stages=((1, (1, 1), (32, 32)), (1, (1, 1, 1), (32, 32, 32)),
                                                    (1, (1, 1, 1, 1), (32, 32, 32, 32))))
-# 1024 canvases for 8 epochs, the final exit's loss weighted 2: with 256 canvases for 24 epochs exit 4
-# ended only 0.4-4 PCKh above exit 3 for some seeds (a CPU's numerics act as another seed: one CPU
-# path ended it 1.7 below); here it is 5.6-15.6 above for seeds 0-2 with oneDNN and seed 1 without
+# 1024 canvases for 8 epochs, the final exit's loss weighted 2: shorter runs left unmasked exit 4 only
+# 0.4-4 PCKh above exit 3 for some seeds (a CPU's numerics act as another seed), and masked 1.7 below
+# it on CI's CPU; here unmasked it is 5.6-17.9 above over seeds 0-2 and both TensorFlow CPU paths
 NUM_TRAIN, NUM_TEST, EPOCHS, EXIT_WEIGHTS, THRESHOLD = 1024, 96, 8, (1.0, 1.0, 1.0, 2.0), 0.05
 
 
